@@ -1,0 +1,12 @@
+"""Placeholder until the train subcommand lands (its owner replaces this file)."""
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="(in progress)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise SystemExit("enlighten-ray train: not available yet")

@@ -1,0 +1,174 @@
+"""Typed configuration: dataclass defaults are the paper's recipe, YAML files override them,
+and `--set section.key=value` overrides those. Unknown keys are errors naming the key."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import BadInputError
+
+__all__ = ["Config", "load_config", "apply_overrides", "from_dict"]
+
+
+@dataclass
+class ModelConfig:
+    width: int = 32  # generator base channels (32 in the paper: 32/64/128/256/512)
+    align_corners: bool = True  # torch 0.3 bilinear behaviour the released weights were trained with
+    ndf: int = 64  # discriminator base channels
+    global_layers: int = 5
+    local_layers: int = 4
+
+
+@dataclass
+class DataConfig:
+    low: str = ""  # folder or URI of low-light images or videos
+    normal: str = ""  # folder or URI of well-exposed images or videos
+    crop_size: int = 320
+    flip: bool = True  # random horizontal and vertical flips
+    darken_prob: float = 0.5  # chance of darkening the low input by a factor t ~ U[darken_min, darken_max]
+    darken_min: float = 2.0
+    darken_max: float = 4.0
+    video_every_n: int = 0  # videos: keep every N-th frame (0 = use video_fps)
+    video_fps: float = 1.0  # videos: keep this many frames per second
+    max_mean: float = 0.0  # keep only frames/images with mean intensity (0-255) below this; 0 = keep all
+    num_val_images: int = 4  # fixed low images shown in the progress grid
+
+
+@dataclass
+class LossConfig:
+    global_weight: float = 1.0
+    local_weight: float = 1.0
+    sfp_weight: float = 1.0  # self feature preserving (VGG relu5_1) loss
+    num_patches: int = 5  # K extra random crops; the local losses average over 1 + K
+    patch_size: int = 32
+    vgg_pool4: bool = False  # the release skipped pool4 before conv5_1
+    vgg_weights: str = ""  # VGG16 ImageNet file; "" = torchvision's cache; "random" = untrained (smoke tests only)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    epochs_constant: int = 100  # constant learning rate ...
+    epochs_decay: int = 100  # ... then linear decay to 0
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 32  # global, split across workers
+    seed: int = 0
+    checkpoint_every: int = 1  # epochs
+    log_every: int = 50  # steps
+    max_steps_per_epoch: int = 0  # 0 = a full pass over the longer domain
+    init_generator: str = ""  # start from these generator weights (EnlightenGAN-N style adaptation)
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 1
+    use_gpu: bool = True
+    cpus_per_worker: float = 1.0
+    precision: str = "bf16"  # bf16 autocast on GPU; always fp32 on CPU
+    sync_bn: bool = False  # the release used per-GPU BatchNorm
+
+
+@dataclass
+class RunConfig:
+    name: str = "enlightengan"
+    storage_path: str = "runs"
+    num_to_keep: int = 0  # checkpoints kept; 0 = all
+
+
+@dataclass
+class FailureConfig:
+    max_failures: int = 0  # worker-group restarts from the last checkpoint
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    failure: FailureConfig = field(default_factory=FailureConfig)
+
+    @property
+    def epochs(self) -> int:
+        return self.optim.epochs_constant + self.optim.epochs_decay
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _coerce(value: Any, kind: Any, key: str) -> Any:
+    """Check a value against a dataclass field type; ints are accepted where floats are expected."""
+    if isinstance(value, bool) and kind is not bool:  # bool is an int subclass: never a number here
+        raise BadInputError(key, f"expected {kind.__name__}, got {value!r}")
+    if kind is float and isinstance(value, int):
+        return float(value)
+    if not isinstance(value, kind):
+        raise BadInputError(key, f"expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _merge(obj: Any, values: dict[str, Any], prefix: str) -> None:
+    if not isinstance(values, dict):
+        raise BadInputError(prefix.rstrip(".") or "config", f"expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(type(obj))
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if key not in hints:
+            raise BadInputError(name, f"unknown config key (known: {', '.join(sorted(hints))})")
+        if dataclasses.is_dataclass(hints[key]):
+            _merge(getattr(obj, key), value, f"{name}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], name))
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """Rebuild a Config (e.g. on a Ray worker, from `asdict`), rejecting unknown keys."""
+    cfg = Config()
+    _merge(cfg, values or {}, "")
+    return cfg
+
+
+def _parse_value(text: str) -> Any:
+    """`--set` values are Python/YAML literals; anything else is taken as a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        lowered = text.lower()
+        return {"true": True, "false": False}.get(lowered, text)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or "." not in key:
+            raise BadInputError(item, "overrides look like section.key=value")
+        section, _, name = key.partition(".")
+        _merge(cfg, {section: {name: _parse_value(text)}}, "")
+    return cfg
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- YAML file <- `--set` overrides."""
+    cfg = Config()
+    if path:
+        try:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise BadInputError(path, f"cannot read config: {exc}") from exc
+        _merge(cfg, values, "")
+    return apply_overrides(cfg, overrides or [])

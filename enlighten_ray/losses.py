@@ -1,0 +1,124 @@
+"""EnlightenGAN's losses (Jiang et al. 2020, Sec. 3.2-3.3), one small function per term, grouped
+in `EnlightenGANLoss` with one method per training phase."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import LossConfig
+
+__all__ = [
+    "EnlightenGANLoss",
+    "crop_patches",
+    "lsgan_d_loss",
+    "lsgan_g_loss",
+    "random_patch_offsets",
+    "relativistic_d_loss",
+    "relativistic_g_loss",
+    "sfp_loss",
+]
+
+
+def _mse_to(pred: torch.Tensor, target: float) -> torch.Tensor:
+    return ((pred.float() - target) ** 2).mean()
+
+
+def relativistic_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Global D, relativistic LSGAN (Eq. 1): real should beat the average fake by 1, fake not at all."""
+    return 0.5 * (_mse_to(real - fake.mean(), 1.0) + _mse_to(fake - real.mean(), 0.0))
+
+
+def relativistic_g_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Global G, relativistic LSGAN (Eq. 2): the targets of the D loss swapped."""
+    return 0.5 * (_mse_to(real - fake.mean(), 0.0) + _mse_to(fake - real.mean(), 1.0))
+
+
+def lsgan_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Local D, plain LSGAN (Eq. 3)."""
+    return 0.5 * (_mse_to(real, 1.0) + _mse_to(fake, 0.0))
+
+
+def lsgan_g_loss(fake: torch.Tensor) -> torch.Tensor:
+    """Local G, plain LSGAN (Eq. 4)."""
+    return _mse_to(fake, 1.0)
+
+
+def sfp_loss(vgg: nn.Module, output: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+    """Self feature preserving loss (Eq. 5): MSE of instance-normalised (affine-free) VGG features."""
+    a = F.instance_norm(vgg(output).float())
+    b = F.instance_norm(vgg(low).float())
+    return F.mse_loss(a, b)
+
+
+def random_patch_offsets(
+    height: int, width: int, size: int, count: int, generator: torch.Generator | None = None
+) -> list[tuple[int, int]]:
+    """`count` random (top, left) corners of size x size patches inside a height x width image."""
+    top = torch.randint(0, max(1, height - size + 1), (count,), generator=generator)
+    left = torch.randint(0, max(1, width - size + 1), (count,), generator=generator)
+    return list(zip(top.tolist(), left.tolist()))
+
+
+def crop_patches(x: torch.Tensor, offsets: list[tuple[int, int]], size: int) -> torch.Tensor:
+    """(B, C, H, W) -> (len(offsets) * B, C, size, size), patch-major. Batching the patches makes one
+    MSE over them equal to the average of the per-patch losses, as the release computes it."""
+    return torch.cat([x[..., t : t + size, l : l + size] for t, l in offsets], dim=0)
+
+
+def _unwrap(module: nn.Module) -> nn.Module:
+    """The bare network under DDP: G-phase passes through a frozen D must not involve D's reducer."""
+    return getattr(module, "module", module)
+
+
+@dataclass
+class GeneratorPhase:
+    loss: torch.Tensor
+    fake: torch.Tensor  # G's output, still attached to G's graph
+    offsets: list[tuple[int, int]]  # patch corners, reused by the local D phase
+    metrics: dict[str, torch.Tensor]
+
+
+class EnlightenGANLoss:
+    """Holds G, both Ds and the VGG features; one method per phase of a training step."""
+
+    def __init__(
+        self, generator: nn.Module, d_global: nn.Module, d_local: nn.Module, vgg: nn.Module, cfg: LossConfig
+    ) -> None:
+        self.generator, self.d_global, self.d_local, self.vgg, self.cfg = generator, d_global, d_local, vgg, cfg
+
+    def generator_phase(
+        self, low: torch.Tensor, low_input: torch.Tensor, normal: torch.Tensor, generator: torch.Generator | None = None
+    ) -> GeneratorPhase:
+        """`low_input` is what G sees (possibly darkened); the SFP loss compares with `low`."""
+        cfg = self.cfg
+        fake = self.generator(low_input)  # one G forward per step (BatchNorm under DDP)
+        d_global, d_local = _unwrap(self.d_global), _unwrap(self.d_local)
+        g_global = relativistic_g_loss(d_global(normal), d_global(fake))
+
+        offsets = random_patch_offsets(*fake.shape[-2:], cfg.patch_size, 1 + cfg.num_patches, generator)
+        fake_patches = crop_patches(fake, offsets, cfg.patch_size)
+        g_local = lsgan_g_loss(d_local(fake_patches))
+        sfp = sfp_loss(self.vgg, fake, low) + sfp_loss(
+            self.vgg, fake_patches, crop_patches(low, offsets, cfg.patch_size)
+        )
+
+        total = cfg.global_weight * g_global + cfg.local_weight * g_local + cfg.sfp_weight * sfp
+        metrics = {"g_global": g_global, "g_local": g_local, "sfp": sfp, "g_total": total}
+        return GeneratorPhase(total, fake, offsets, metrics)
+
+    def d_global_loss(self, normal: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        # Ds have no normalisation, so one forward over [real; fake] equals two separate ones.
+        pred = self.d_global(torch.cat([normal, fake.detach()]))
+        real, fake_pred = pred.split([normal.shape[0], fake.shape[0]])
+        return relativistic_d_loss(real, fake_pred)
+
+    def d_local_loss(self, normal: torch.Tensor, fake: torch.Tensor, offsets: list[tuple[int, int]]) -> torch.Tensor:
+        size = self.cfg.patch_size
+        real_patches, fake_patches = crop_patches(normal, offsets, size), crop_patches(fake.detach(), offsets, size)
+        pred = self.d_local(torch.cat([real_patches, fake_patches]))
+        real, fake_pred = pred.split([real_patches.shape[0], fake_patches.shape[0]])
+        return lsgan_d_loss(real, fake_pred)

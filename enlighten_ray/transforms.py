@@ -1,0 +1,47 @@
+"""Training augmentation as released: random crop, random flips, and with p=0.5 the low image
+darkened by t ~ U[2, 4]. Runs on CPU (in Ray Data), on one image at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from .config import DataConfig
+
+__all__ = ["crop_and_flip", "darken", "to_model_range", "augment_low", "augment_normal"]
+
+
+def to_model_range(image: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> float32 (3, H, W) in [-1, 1], the range the networks work in."""
+    t = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)
+    return t.float().div(127.5).sub(1.0)
+
+
+def crop_and_flip(image: torch.Tensor, size: int, flip: bool) -> torch.Tensor:
+    """Random size x size crop of (C, H, W). Images smaller than the crop are resized up (short
+    side to `size`) rather than padded, so D never learns to spot padding borders."""
+    if min(image.shape[-2:]) < size:
+        image = v2.functional.resize(image, size, antialias=True)
+    ops: list[v2.Transform] = [v2.RandomCrop(size)]
+    if flip:
+        ops += [v2.RandomHorizontalFlip(), v2.RandomVerticalFlip()]
+    return v2.Compose(ops)(image)
+
+
+def darken(image: torch.Tensor, factor: float) -> torch.Tensor:
+    """Divide intensity in [0, 1] by `factor`; `image` is in [-1, 1]."""
+    return (image + 1) / factor - 1
+
+
+def augment_low(image: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """`low` is the crop the SFP loss compares against; `low_input` is what G sees."""
+    low = crop_and_flip(to_model_range(image), cfg.crop_size, cfg.flip)
+    low_input = low
+    if rng.random() < cfg.darken_prob:
+        low_input = darken(low, rng.uniform(cfg.darken_min, cfg.darken_max))
+    return {"low": low, "low_input": low_input}
+
+
+def augment_normal(image: np.ndarray, cfg: DataConfig) -> torch.Tensor:
+    return crop_and_flip(to_model_range(image), cfg.crop_size, cfg.flip)

@@ -1,0 +1,111 @@
+"""Generator weight files: ours (weights + the settings to rebuild the model) and the authors'
+released `*_net_G_A.pth` (a DataParallel state dict). Both load with `weights_only=True`."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .atomic import atomic_output
+from .errors import BadInputError
+from .models.generator import EnlightenGenerator
+
+__all__ = ["FORMAT", "find_generator_file", "load_generator", "read_generator_file", "save_generator"]
+
+FORMAT = "enlighten-ray-generator"
+GENERATOR_FILE = "generator.pt"
+
+
+def save_generator(model: EnlightenGenerator, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+    """Write our generator file atomically: {format, version, config, state_dict, meta}."""
+    model = getattr(model, "module", model)  # accept a DDP-wrapped model
+    payload = {
+        "format": FORMAT,
+        "version": 1,
+        "config": {"width": model.width, "align_corners": model.align_corners},
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "meta": dict(meta or {}),
+    }
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def find_generator_file(path: str | Path) -> Path:
+    """A file is itself; a checkpoint directory holds `generator.pt`; a run directory's newest
+    checkpoint (Ray names them `checkpoint_<timestamp>`, which sorts by time) is used."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise BadInputError(path, "no such weights file or directory")
+    if (path / GENERATOR_FILE).is_file():
+        return path / GENERATOR_FILE
+    found = sorted(path.glob(f"**/checkpoint_*/{GENERATOR_FILE}"), key=lambda p: p.parent.name)
+    if not found:
+        raise BadInputError(path, f"no {GENERATOR_FILE} in this directory or its checkpoints")
+    return found[-1]
+
+
+def _official_to_ours(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[str, torch.Tensor], int]:
+    """Strip DataParallel's `module.`; torch 0.3 files predate BatchNorm's num_batches_tracked."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if "conv1_1.weight" not in state:
+        raise BadInputError(path, "not a generator file: no conv1_1.weight (is this a discriminator?)")
+    width = int(state["conv1_1.weight"].shape[0])
+    for key in [k for k in state if k.endswith(".running_mean")]:
+        state.setdefault(key.replace("running_mean", "num_batches_tracked"), torch.tensor(0))
+    return state, width
+
+
+def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str, dict[str, Any]]:
+    """(state_dict, model config, origin "ours"/"official", meta) of a weights file."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise BadInputError(
+            path, f"cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from exc
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        return obj["state_dict"], dict(obj["config"]), "ours", dict(obj.get("meta", {}))
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, width = _official_to_ours(obj, path)
+        return state, {"width": width, "align_corners": True}, "official", {}
+    raise BadInputError(path, "not an enlighten-ray generator file nor a released *_net_G_A.pth state dict")
+
+
+def load_generator(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[EnlightenGenerator, dict[str, Any]]:
+    """The generator in eval mode and an info dict (origin, config, params, id, meta, path)."""
+    file = find_generator_file(path)
+    state, config, origin, meta = read_generator_file(file)
+    model = EnlightenGenerator(**config)
+    missing, unexpected = _key_mismatch(model, state)
+    if missing or unexpected:
+        raise BadInputError(
+            file,
+            f"weights do not fit the generator: missing keys {missing or '[]'}, unexpected keys {unexpected or '[]'}",
+        )
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # same keys, other shapes
+        raise BadInputError(file, f"weights do not fit the generator: {str(exc).splitlines()[-1].strip()}") from exc
+    info = {
+        "path": str(file),
+        "origin": origin,
+        "config": config,
+        "params": sum(p.numel() for p in model.parameters()),
+        "id": hashlib.sha256(file.read_bytes()).hexdigest()[:12],
+        "meta": meta,
+    }
+    return model.to(map_location).eval(), info
+
+
+def _key_mismatch(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    expected = set(model.state_dict())
+    return sorted(expected - set(state)), sorted(set(state) - expected)

@@ -1,0 +1,69 @@
+"""Each loss term against a hand computation on tiny tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from enlighten_ray.losses import (
+    crop_patches,
+    lsgan_d_loss,
+    lsgan_g_loss,
+    random_patch_offsets,
+    relativistic_d_loss,
+    relativistic_g_loss,
+    sfp_loss,
+)
+
+REAL = torch.tensor([1.0, 3.0])  # mean 2
+FAKE = torch.tensor([0.0, 2.0])  # mean 1
+
+
+def test_relativistic_d_loss_by_hand() -> None:
+    # real - mean(fake) = [0, 2] -> target 1: ((0-1)^2 + (2-1)^2) / 2 = 1
+    # fake - mean(real) = [-2, 0] -> target 0: (4 + 0) / 2 = 2
+    assert relativistic_d_loss(REAL, FAKE).item() == pytest.approx(0.5 * (1 + 2))
+
+
+def test_relativistic_g_loss_by_hand() -> None:
+    # real - mean(fake) = [0, 2] -> target 0: (0 + 4) / 2 = 2
+    # fake - mean(real) = [-2, 0] -> target 1: (9 + 1) / 2 = 5
+    assert relativistic_g_loss(REAL, FAKE).item() == pytest.approx(0.5 * (2 + 5))
+
+
+def test_lsgan_losses_by_hand() -> None:
+    # D: real -> 1: (0 + 4)/2 = 2; fake -> 0: (0 + 4)/2 = 2; half their sum = 2
+    assert lsgan_d_loss(REAL, FAKE).item() == pytest.approx(2.0)
+    # G: fake -> 1: (1 + 1)/2 = 1
+    assert lsgan_g_loss(FAKE).item() == pytest.approx(1.0)
+
+
+def test_sfp_loss_is_mse_of_instance_normalised_features() -> None:
+    identity = torch.nn.Identity()
+    a = torch.tensor([[[[0.0, 2.0]]]])  # one channel: mean 1, biased std 1 -> [-1, 1]
+    b = torch.tensor([[[[5.0, 5.0 + 1e-9]]]])  # nearly constant -> ~[0, 0]
+    assert sfp_loss(identity, a, a).item() == pytest.approx(0.0)
+    # Instance norm removes scale and offset, so an affine copy has no loss...
+    assert sfp_loss(identity, a, 3 * a + 7).item() == pytest.approx(0.0, abs=1e-6)
+    # ...while a flat image against [-1, 1] costs mean(1, 1) = 1.
+    assert sfp_loss(identity, a, b).item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_patches_share_offsets_and_stay_inside() -> None:
+    g = torch.Generator().manual_seed(0)
+    offsets = random_patch_offsets(40, 50, 32, 6, g)
+    assert len(offsets) == 6
+    assert all(0 <= t <= 8 and 0 <= l <= 18 for t, l in offsets)
+    x = torch.arange(2 * 1 * 40 * 50, dtype=torch.float32).view(2, 1, 40, 50)
+    patches = crop_patches(x, offsets, 32)
+    assert patches.shape == (12, 1, 32, 32)
+    t, l = offsets[1]
+    torch.testing.assert_close(patches[2:4], x[..., t : t + 32, l : l + 32])
+
+
+def test_local_loss_over_batched_patches_equals_the_mean_of_per_patch_losses() -> None:
+    torch.manual_seed(0)
+    preds = [torch.randn(2, 1, 3, 3) for _ in range(4)]
+    reals = [torch.randn(2, 1, 3, 3) for _ in range(4)]
+    per_patch = torch.stack([lsgan_d_loss(r, f) for r, f in zip(reals, preds)]).mean()
+    torch.testing.assert_close(lsgan_d_loss(torch.cat(reals), torch.cat(preds)), per_patch)
