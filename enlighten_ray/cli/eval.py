@@ -1,12 +1,93 @@
-"""Placeholder until the eval subcommand lands (its owner replaces this file)."""
+"""`enlighten-ray eval`: NIQE, PSNR/SSIM, the paper's Table 1 and contact sheets.
+
+Examples:
+  enlighten-ray eval niqe "$ENLIGHTEN_DATA/eval/DICM" outputs/DICM --json niqe.json
+  enlighten-ray eval pairs outputs/LOL15 "$ENLIGHTEN_DATA/eval/LOL15/high"
+  enlighten-ray eval table --weights generator.pt --data "$ENLIGHTEN_DATA/eval" --baselines \\
+      --compare authors=authors_outputs --json table.json
+  enlighten-ray eval sheet "$ENLIGHTEN_DATA/eval/LIME" outputs/LIME -o sheet.png -o sheet.html
+"""
+
+from __future__ import annotations
 
 import argparse
+import sys
+
+from .. import evaluate
+from ..errors import BadInputError
+
+
+def _name_dir(text: str) -> tuple[str, str]:
+    name, sep, folder = text.partition("=")
+    if not sep or not name or not folder:
+        raise argparse.ArgumentTypeError(f"expected NAME=DIR, got {text!r}")
+    return name, folder
+
+
+def _thumb_height(text: str) -> int:
+    value = int(text)
+    if value < 16:
+        raise argparse.ArgumentTypeError(f"must be at least 16, got {value}")
+    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("eval", help="(in progress)")
+    p = subparsers.add_parser(
+        "eval", help="NIQE, PSNR/SSIM, the paper's Table 1 and before/after sheets",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
+
+    q = sub.add_parser("niqe", help="NIQE (MATLAB-release calibrated) per image and mean per folder")
+    q.add_argument("paths", nargs="+", metavar="PATH", help="image folders (recursed) or image files")
+    q.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+
+    q = sub.add_parser("pairs", help="PSNR and SSIM of files with the same name in two folders")
+    q.add_argument("pred_dir", metavar="PRED_DIR", help="enhanced images")
+    q.add_argument("ref_dir", metavar="REF_DIR", help="reference images (same names, any extension)")
+    q.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
+
+    q = sub.add_parser("table", help="the paper's Table 1 (mean NIQE on MEF, LIME, NPE, VV, DICM) for a model")
+    q.add_argument("--weights", required=True, help="generator file, checkpoint or run directory, or *_net_G_A.pth")
+    q.add_argument("--data", required=True, metavar="DIR", help="folder holding MEF, LIME, NPE, VV, DICM")
+    q.add_argument("--compare", action="append", type=_name_dir, default=[], metavar="NAME=DIR",
+                   help="extra row: saved outputs of another method in DIR/<set>/ (repeatable)")
+    q.add_argument("--baselines", action="store_true", help="add the AHE (CLAHE) and LIME-style rows")
+    q.add_argument("--out", metavar="DIR", help="keep the enhanced images in DIR/<row>/<set>/ (default: temporary)")
+    q.add_argument("--json", metavar="FILE", help="also write the table and per-image scores as JSON")
+
+    q = sub.add_parser("sheet", help="before/after contact sheet: a column per folder, a row per image")
+    q.add_argument("input_dir", metavar="INPUT_DIR", help="the original images (one row each)")
+    q.add_argument("output_dirs", nargs="+", metavar="OUTPUT_DIR", help="enhanced copies (same names)")
+    q.add_argument("-o", "--output", action="append", required=True, metavar="FILE",
+                   help="sheet.png (or .jpg) and/or sheet.html; repeatable")
+    q.add_argument("--height", type=_thumb_height, default=160, help="thumbnail height in pixels (default: 160)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise SystemExit("enlighten-ray eval: not available yet")
+    """Exit code 0, or 1 when some image could not be scored (each is reported; the rest is done)."""
+    if args.eval_command == "niqe":
+        report = evaluate.niqe_report(args.paths)
+        print(evaluate.format_niqe(report))
+        failed = any(entry["errors"] for entry in report)
+    elif args.eval_command == "pairs":
+        report = evaluate.pairs_report(args.pred_dir, args.ref_dir)
+        print(evaluate.format_pairs(report))
+        failed = bool(report["errors"])
+    elif args.eval_command == "table":
+        compare = dict(args.compare)
+        if len(compare) != len(args.compare):
+            raise BadInputError("--compare", "two rows share a NAME")
+        report = evaluate.table_report(args.weights, args.data, compare, args.baselines, args.out)
+        print(evaluate.format_table(report))
+        failed = any(row["errors"] for row in report["rows"].values())
+    else:
+        w, h = evaluate.make_sheet(args.input_dir, args.output_dirs, args.output, args.height)
+        print(f"sheet {w}x{h}: {', '.join(args.output)}")
+        return 0
+    if getattr(args, "json", None):
+        evaluate.write_json(report, args.json)
+    if failed:
+        print("enlighten-ray eval: some images could not be scored (listed above)", file=sys.stderr)
+    return 1 if failed else 0

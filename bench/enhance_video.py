@@ -1,0 +1,131 @@
+"""Generator-only fps on pre-decoded frames vs end-to-end fps (decode + model + encode + audio copy)
+for the same clip, device and run. Prints JSON. The issue's goal: end-to-end >= 90% of generator-only.
+
+    python bench/enhance_video.py --device cpu --width 4
+    ENLIGHTEN_DATA=../shared/data python bench/enhance_video.py --device cuda --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from enlighten_ray.enhance import Enhancer, enhance_video
+from enlighten_ray.models import EnlightenGenerator
+from enlighten_ray.video import EncoderOptions, VideoReader
+from enlighten_ray.weights import load_generator
+
+
+def synthetic_clip(path: Path, frames: int, width: int = 640, height: int = 360) -> Path:
+    """A 30 fps H.264 clip of moving noisy gradients (compresses and decodes like real footage)."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            base = np.stack([(xx + 3 * i) % 256, (yy + 2 * i) % 256, np.full_like(xx, 40)], -1) * 0.3
+            rgb = np.clip(base + rng.normal(0, 4, base.shape), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def trimmed_copy(src: Path, dst: Path, seconds: float) -> Path:
+    """The first `seconds` of a video, all streams copied packet for packet."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams if s.type in ("video", "audio")}
+        for packet in inp.demux(*[inp.streams[i] for i in streams]):
+            if packet.size and packet.dts is not None and packet.dts * packet.time_base < Fraction(seconds):
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return dst
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def generator_only_fps(enhancer: Enhancer, frames: list[np.ndarray]) -> float:
+    """uint8 batches in, uint8 batches out (the same Enhancer call the pipeline makes), no I/O."""
+    b = enhancer.batch_size
+    batches = [np.stack(frames[i : i + b]) for i in range(0, len(frames), b)]
+    enhancer(batches[0])  # warm-up: kernels, allocator
+    sync(enhancer.device)
+    start = time.perf_counter()
+    for batch in batches:
+        enhancer(batch)
+    sync(enhancer.device)
+    return len(frames) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", help="generator weights (default: random init at --width)")
+    parser.add_argument("--width", type=int, default=32, help="generator width without --weights (32 = the paper)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=2.0, help="clip length")
+    parser.add_argument("--preset", default=None, help="encoder preset (default: libx264's medium)")
+    args = parser.parse_args()
+
+    if args.weights:
+        model, info = load_generator(args.weights)
+        model_desc = {"weights": info["path"], "width": info["config"]["width"]}
+    else:
+        torch.manual_seed(0)
+        model, model_desc = EnlightenGenerator(width=args.width), {"weights": None, "width": args.width}
+    enhancer = Enhancer(model, device=args.device, precision=args.precision, batch_size=args.batch_size)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = os.environ.get("ENLIGHTEN_DATA")
+        real = Path(data) / "video" / "dashcam_night.mp4" if data else None
+        if real is not None and real.is_file():
+            clip, source = trimmed_copy(real, tmp / "clip.mp4", args.seconds), str(real)
+        else:
+            clip, source = synthetic_clip(tmp / "clip.mp4", round(30 * args.seconds)), "synthetic 640x360"
+        with VideoReader(clip) as reader:
+            frames = [f.rgb for f in reader.frames()]
+        gen_fps = generator_only_fps(enhancer, frames)
+
+        start = time.perf_counter()
+        n = enhance_video(clip, tmp / "out.mp4", enhancer, EncoderOptions(preset=args.preset), progress=False)
+        sync(enhancer.device)
+        e2e_fps = n / (time.perf_counter() - start)
+
+    print(
+        json.dumps(
+            {
+                "clip": source,
+                "frames": n,
+                "size": list(frames[0].shape[1::-1]),
+                "device": str(enhancer.device),
+                "torch_threads": torch.get_num_threads(),
+                "precision": enhancer.precision,
+                "batch_size": enhancer.batch_size,
+                **model_desc,
+                "encoder": {"codec": "libx264", "crf": 18, "preset": args.preset or "medium"},
+                "generator_only_fps": round(gen_fps, 2),
+                "end_to_end_fps": round(e2e_fps, 2),
+                "end_to_end_ratio": round(e2e_fps / gen_fps, 3),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,430 @@
+"""Evaluation behind `enlighten-ray eval`: NIQE of folders, PSNR/SSIM of pairs, the paper's
+Table 1 for a model, and before/after contact sheets.
+
+Table 1 of the paper (Jiang et al., TIP 2020) reports mean NIQE on MEF, LIME, NPE, VV and DICM and
+an "All" column. "All" is the mean over every image of the five sets pooled, not the mean of the
+five set means: the paper's rows fit the pooled mean (with the usual set sizes 17/10/8/24/69 the
+EnlightenGAN row pools to 3.385 and the input row to 4.138, the mean of set means would be 3.443
+and 4.160; the paper prints 3.385 and 4.134).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from .atomic import atomic_output
+from .baselines import BASELINES
+from .enhance import Enhancer, enhance_path
+from .errors import BadInputError
+from .images import ImageMeta, list_media, read_image, write_image
+from .metrics import niqe, psnr, ssim
+
+__all__ = [
+    "SETS",
+    "list_images",
+    "niqe_report",
+    "pairs_report",
+    "table_report",
+    "format_niqe",
+    "format_pairs",
+    "format_table",
+    "write_json",
+    "make_sheet",
+    "sheet_layout",
+]
+
+SETS = ("MEF", "LIME", "NPE", "VV", "DICM")  # Table-1 column order
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """uint8 (H, W, 3) RGB of an image file, upright. (MATLAB's imread ignores EXIF orientation;
+    the five test sets carry none, so their NIQE is unaffected.)"""
+    return read_image(path)[0]
+
+
+def list_images(root: Path) -> list[Path]:
+    """Image files under `root` (recursed, sorted), or [root] for a file."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise BadInputError(root, "no such file or directory")
+    return list_media(root).images
+
+
+def _key(path: Path, root: Path) -> str:
+    """Name used to match files across folders: relative path without extension, since an
+    enhanced copy may change the format (a.jpg -> a.png)."""
+    rel = path.relative_to(root) if path != root else Path(path.name)
+    return rel.with_suffix("").as_posix()
+
+
+def _scores(files: dict[str, Path], errors: dict[str, str], desc: str) -> dict[str, float]:
+    """NIQE for each named file; unreadable, too small or flat images go to `errors`, skipped."""
+    out: dict[str, float] = {}
+    for name, path in tqdm(files.items(), desc=desc, unit="img", leave=False, disable=len(files) < 2):
+        try:
+            out[name] = niqe(read_rgb(path))
+        except BadInputError as exc:
+            errors[name] = exc.reason
+        except ValueError as exc:  # from niqe: too small or no texture
+            errors[name] = str(exc)
+    return out
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return float(np.mean(values)) if values else None
+
+
+# --------------------------------------------------------------------------- eval niqe
+
+
+def niqe_report(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
+    """NIQE per image and the mean per PATH (a folder or one image file).
+
+    Returns one entry per PATH: {"path", "images": {relative name: niqe}, "mean", "errors":
+    {relative name: reason}}."""
+    report = []
+    for p in map(Path, paths):
+        files = list_images(p)
+        base = p if p.is_dir() else p.parent
+        errors: dict[str, str] = {}
+        scores = _scores({f.relative_to(base).as_posix(): f for f in files}, errors, desc=p.name)
+        report.append({"path": str(p), "images": scores, "mean": _mean(scores.values()), "errors": errors})
+    return report
+
+
+def format_niqe(report: list[dict[str, Any]]) -> str:
+    """Plain-text table: one line per image, then the folder mean."""
+    lines = []
+    for entry in report:
+        width = max([len(n) for n in entry["images"]] + [len(entry["path"]), 4])
+        lines.append(f"{entry['path']}")
+        lines += [f"  {name:<{width}}  {v:7.3f}" for name, v in entry["images"].items()]
+        lines += [f"  {name:<{width}}  error: {why}" for name, why in entry["errors"].items()]
+        mean = entry["mean"]
+        lines.append(f"  {'mean':<{width}}  {mean:7.3f}  ({len(entry['images'])} images)" if mean is not None
+                     else f"  {'mean':<{width}}      n/a  (no images)")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- eval pairs
+
+
+def pairs_report(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike) -> dict[str, Any]:
+    """PSNR (dB) and SSIM for files with the same name (extension aside) in both folders.
+
+    Files present in only one folder are listed in "only_in_pred" / "only_in_ref"; pairs that
+    cannot be compared (unreadable, different sizes) in "errors"."""
+    pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    preds = {_key(p, pred_dir): p for p in list_images(pred_dir)}
+    refs = {_key(p, ref_dir): p for p in list_images(ref_dir)}
+    pairs, errors = {}, {}
+    for name in tqdm(sorted(preds.keys() & refs.keys()), desc="pairs", unit="pair", leave=False):
+        try:
+            a, b = read_rgb(preds[name]), read_rgb(refs[name])
+            if a.shape != b.shape:
+                raise BadInputError(preds[name], f"size {a.shape[1]}x{a.shape[0]} differs from the reference's "
+                                                 f"{b.shape[1]}x{b.shape[0]}")
+            pairs[name] = {"psnr": psnr(a, b), "ssim": ssim(a, b)}
+        except BadInputError as exc:
+            errors[name] = str(exc)
+        except ValueError as exc:  # smaller than one SSIM window
+            errors[name] = f"{preds[name]}: {exc}"
+    return {
+        "pred_dir": str(pred_dir),
+        "ref_dir": str(ref_dir),
+        "pairs": pairs,
+        # the mean of per-image PSNR, as LOL papers report it (identical pairs give inf)
+        "mean_psnr": _mean(v["psnr"] for v in pairs.values()),
+        "mean_ssim": _mean(v["ssim"] for v in pairs.values()),
+        "only_in_pred": sorted(preds.keys() - refs.keys()),
+        "only_in_ref": sorted(refs.keys() - preds.keys()),
+        "errors": errors,
+    }
+
+
+def format_pairs(report: dict[str, Any]) -> str:
+    names = list(report["pairs"]) or ["mean"]
+    width = max(len(n) for n in names + ["mean"])
+    lines = [f"{'image':<{width}}  {'PSNR':>7}  {'SSIM':>6}"]
+    lines += [f"{n:<{width}}  {v['psnr']:7.3f}  {v['ssim']:6.4f}" for n, v in report["pairs"].items()]
+    if report["pairs"]:
+        lines.append(f"{'mean':<{width}}  {report['mean_psnr']:7.3f}  {report['mean_ssim']:6.4f}"
+                     f"  ({len(report['pairs'])} pairs)")
+    else:
+        lines.append("no matching file names")
+    lines += [f"only in {report['pred_dir']}: {n}" for n in report["only_in_pred"]]
+    lines += [f"only in {report['ref_dir']}: {n}" for n in report["only_in_ref"]]
+    lines += [f"error: {why}" for why in report["errors"].values()]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- eval table
+
+
+def _row(per_set: dict[str, dict[str, float]], errors: dict[str, dict[str, str]],
+         missing: list[str]) -> dict[str, Any]:
+    """Table row: mean per set and "All" = mean over every image pooled (None if a set is missing)."""
+    means: dict[str, float | None] = {s: _mean(per_set[s].values()) if s in per_set else None for s in SETS}
+    pooled = [v for s in SETS if s in per_set for v in per_set[s].values()]
+    means["All"] = None if missing else _mean(pooled)
+    return {"niqe": means, "counts": {s: len(per_set.get(s, {})) for s in SETS},
+            "images": per_set, "errors": errors, "missing_sets": missing}
+
+
+def table_report(
+    weights: str | os.PathLike,
+    data: str | os.PathLike,
+    compare: dict[str, str | os.PathLike] | None = None,
+    baselines: bool = False,
+    out: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Table 1 for a model: enhance DATA/{MEF,LIME,NPE,VV,DICM} with WEIGHTS and score NIQE.
+
+    Rows: "Input", the model (named after the weights file), "AHE" and "LIME-style" when
+    `baselines`, then each `compare` NAME whose DIR holds the same five set folders of saved
+    outputs. Enhanced images go to OUT/<row>/<set>/ under the inputs' names (a temporary folder
+    when `out` is None); the model's are always rewritten, so stale files are never scored.
+    """
+    data = Path(data)
+    sets = [s for s in SETS if (data / s).is_dir()]
+    if not sets:
+        raise BadInputError(data, f"none of the test-set folders {', '.join(SETS)} is here")
+    missing = [s for s in SETS if s not in sets]
+    model_name = Path(weights).name
+    taken = {"Input", model_name, *(BASELINES if baselines else ())}
+    for name, folder in (compare or {}).items():  # checked before the long part
+        if name in taken:
+            raise BadInputError(f"--compare {name}={folder}", f"the table already has a row named {name!r}")
+        if not Path(folder).is_dir():
+            raise BadInputError(folder, f"--compare {name}: no such directory")
+    rows: dict[str, dict[str, Any]] = {}
+    with _workdir(out) as work:
+        rows["Input"] = _score_dir(data, sets, missing, "Input")
+        enhancer = Enhancer.from_weights(weights)
+        failed = {s: enhance_path(data / s, work / model_name / s, enhancer, overwrite=True).failed for s in sets}
+        rows[model_name] = _score_dir(work / model_name, sets, missing, model_name)
+        for s in sets:  # inputs the model could not enhance: listed with the row's errors
+            for src, why in failed[s]:
+                rows[model_name]["errors"].setdefault(s, {})[_key(src, data / s)] = why.removeprefix(f"{src}: ")
+        for name, method in BASELINES.items() if baselines else ():
+            for s in sets:
+                _run_baseline(method, data / s, work / name / s, f"{name} {s}")
+            rows[name] = _score_dir(work / name, sets, missing, name)
+        for name, folder in (compare or {}).items():
+            have = [s for s in sets if (Path(folder) / s).is_dir()]
+            rows[name] = _score_dir(Path(folder), have, [s for s in SETS if s not in have], name)
+    return {"data": str(data), "weights": str(weights), "out": str(out) if out else None,
+            "sets": list(SETS), "all": "mean over all images pooled", "rows": rows}
+
+
+@contextlib.contextmanager
+def _workdir(out: str | os.PathLike | None) -> Iterator[Path]:
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        yield Path(out)
+    else:
+        with tempfile.TemporaryDirectory(prefix="enlighten-eval-") as tmp:
+            yield Path(tmp)
+
+
+def _score_dir(folder: Path, sets: list[str], missing: list[str], label: str) -> dict[str, Any]:
+    return _score_sets({s: {_key(f, folder / s): f for f in list_images(folder / s)} for s in sets},
+                       missing, label)
+
+
+def _score_sets(files: dict[str, dict[str, Path]], missing: list[str], label: str) -> dict[str, Any]:
+    per_set, errors = {}, {}
+    for s, named in files.items():
+        errors[s] = {}
+        per_set[s] = _scores(named, errors[s], desc=f"NIQE {label} {s}")
+    return _row(per_set, {s: e for s, e in errors.items() if e}, missing)
+
+
+def _run_baseline(method: Callable[[np.ndarray], np.ndarray], src: Path, dst: Path, desc: str) -> None:
+    """Apply a classical method to every image of `src`, written as PNG under `dst`."""
+    for f in tqdm(list_images(src), desc=desc, unit="img", leave=False):
+        with contextlib.suppress(BadInputError):  # unreadable inputs are already reported in "Input"
+            write_image((dst / _key(f, src)).with_suffix(".png"), method(read_rgb(f)), ImageMeta("RGB"))
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """Table-1 layout: rows = methods, columns = MEF LIME NPE VV DICM All (mean NIQE)."""
+    cols = list(SETS) + ["All"]
+    width = max(len(n) for n in [*report["rows"], "Method"])
+    lines = [f"{'Method':<{width}}" + "".join(f"{c:>8}" for c in cols)]
+    for name, row in report["rows"].items():
+        cells = "".join(f"{row['niqe'][c]:8.3f}" if row["niqe"][c] is not None else f"{'n/a':>8}" for c in cols)
+        lines.append(f"{name:<{width}}{cells}")
+    first = next(iter(report["rows"].values()))
+    counts = "".join(f"{first['counts'][s]:8d}" for s in SETS) + f"{sum(first['counts'].values()):8d}"
+    lines.append(f"{'(images)':<{width}}{counts}")
+    lines.append("NIQE, lower is better; All = mean over all images pooled.")
+    for name, row in report["rows"].items():
+        if row["missing_sets"]:
+            lines.append(f"{name}: no folder for {', '.join(row['missing_sets'])}")
+        for s, errs in row["errors"].items():
+            lines += [f"{name} {s}/{n}: {why}" for n, why in errs.items()]
+    return "\n".join(lines)
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> None:
+    """Write `obj` as JSON atomically (inf -> null, which JSON lacks)."""
+    def clean(o: Any) -> Any:
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        return o
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(clean(obj), indent=2) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- eval sheet
+
+_PAD, _TITLE_H, _CAPTION_H = 8, 24, 16
+
+
+def _column_titles(dirs: Sequence[Path]) -> list[str]:
+    """Folder names, with the parent added where two columns would share a name."""
+    names = [d.name or str(d) for d in dirs]
+    return [f"{d.parent.name}/{d.name}" if names.count(n) > 1 else n for d, n in zip(dirs, names, strict=True)]
+
+
+def _thumb(path: Path | None, height: int) -> Image.Image | None:
+    if path is None:
+        return None
+    try:
+        img = Image.fromarray(read_rgb(path))
+    except BadInputError:
+        return None
+    width = max(1, round(img.width * height / img.height))
+    return img.resize((width, height), Image.Resampling.LANCZOS)
+
+
+def sheet_layout(widths: list[list[int]], height: int) -> tuple[list[int], tuple[int, int]]:
+    """Column widths (widest thumbnail per column, at least `height`) and the sheet's (W, H) for a
+    grid of thumbnail widths[row][col] all `height` tall: a title band, then one row per image
+    with a caption band under it for the file name."""
+    ncols = len(widths[0]) if widths else 0
+    col_w = [max([height] + [r[c] for r in widths]) for c in range(ncols)]
+    w = _PAD + sum(cw + _PAD for cw in col_w)
+    h = _TITLE_H + len(widths) * (height + _CAPTION_H + _PAD) + _PAD
+    return col_w, (w, h)
+
+
+def _collect(input_dir: Path, output_dirs: Sequence[Path]) -> tuple[list[str], list[list[Path | None]]]:
+    """Rows = images of INPUT_DIR; each OUTPUT_DIR's file with the same name (any extension)."""
+    inputs = list_images(input_dir)
+    if not inputs:
+        raise BadInputError(input_dir, "no images here")
+    outs = [{_key(p, d): p for p in list_images(d)} for d in output_dirs]
+    names = [_key(p, input_dir) for p in inputs]
+    return names, [[p] + [o.get(n) for o in outs] for n, p in zip(names, inputs, strict=True)]
+
+
+def make_sheet(
+    input_dir: str | os.PathLike,
+    output_dirs: Sequence[str | os.PathLike],
+    outputs: Sequence[str | os.PathLike],
+    height: int = 160,
+) -> tuple[int, int]:
+    """Before/after contact sheet: a column per folder (input first), a row per input image, each
+    thumbnail `height` px tall. Writes every path in `outputs` (.png/.jpg: one image; .html: a
+    self-contained page with embedded thumbnails). Returns the image's (width, height)."""
+    input_dir = Path(input_dir)
+    dirs = [Path(d) for d in output_dirs]
+    for d in dirs:
+        if not d.is_dir():
+            raise BadInputError(d, "no such directory")
+    names, grid = _collect(input_dir, dirs)
+    titles = _column_titles([input_dir, *dirs])
+    thumbs = [[_thumb(p, height) for p in row] for row in tqdm(grid, desc="sheet", unit="row", leave=False)]
+    widths = [[t.width if t else height for t in row] for row in thumbs]
+    col_w, size = sheet_layout(widths, height)
+    for out in map(Path, outputs):
+        if out.suffix.lower() in {".html", ".htm"}:
+            page = _sheet_html(titles, names, thumbs)
+            with atomic_output(out) as tmp:
+                tmp.write_text(page, encoding="utf-8")
+        else:
+            sheet = _sheet_image(titles, names, thumbs, col_w, size, height)
+            with atomic_output(out) as tmp:
+                try:
+                    sheet.save(tmp, format=Image.registered_extensions().get(out.suffix.lower()))
+                except (KeyError, ValueError) as exc:
+                    raise BadInputError(out, "unknown image type; use .png, .jpg or .html") from exc
+    return size
+
+
+def _sheet_image(titles: list[str], names: list[str], thumbs: list[list[Image.Image | None]],
+                 col_w: list[int], size: tuple[int, int], height: int) -> Image.Image:
+    sheet = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    xs = np.cumsum([_PAD] + [w + _PAD for w in col_w])[:-1].tolist()
+    for x, w, title in zip(xs, col_w, titles, strict=True):
+        draw.text((x, _PAD // 2), _fit(draw, title, w, font), fill=(0, 0, 0), font=font)
+    for r, (name, row) in enumerate(zip(names, thumbs, strict=True)):
+        y = _TITLE_H + r * (height + _CAPTION_H + _PAD)
+        for x, w, t in zip(xs, col_w, row, strict=True):
+            if t is None:  # no such output (or unreadable): a grey box says so
+                x0 = x + (w - height) // 2
+                draw.rectangle((x0, y, x0 + height - 1, y + height - 1), fill=(200, 200, 200))
+                draw.text((x0 + 4, y + 4), "missing", fill=(0, 0, 0), font=font)
+            else:
+                sheet.paste(t, (x + (w - t.width) // 2, y))
+        draw.text((xs[0], y + height + 2), _fit(draw, name, size[0] - 2 * _PAD, font), fill=(60, 60, 60), font=font)
+    return sheet
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: ImageFont.ImageFont) -> str:
+    """`text` shortened with an ellipsis to fit `width` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "...", font=font) > width:
+        text = text[:-1]
+    return text + "..."
+
+
+def _sheet_html(titles: list[str], names: list[str], thumbs: list[list[Image.Image | None]]) -> str:
+    def cell(t: Image.Image | None) -> str:
+        if t is None:
+            return "<td class=missing>missing</td>"
+        buf = io.BytesIO()
+        t.save(buf, format="JPEG", quality=90)
+        return f'<td><img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}"></td>'
+
+    head = "".join(f"<th>{html.escape(t)}</th>" for t in titles)
+    body = "\n".join(
+        f"<tr>{''.join(cell(t) for t in row)}</tr>\n<tr><td class=name colspan={len(row)}>{html.escape(n)}</td></tr>"
+        for n, row in zip(names, thumbs, strict=True)
+    )
+    return (
+        "<!doctype html>\n<html><head><meta charset=utf-8><title>enlighten-ray sheet</title>\n<style>"
+        "body{font-family:sans-serif}td{text-align:center;vertical-align:top}"
+        ".name{text-align:left;color:#444;font-size:small}.missing{background:#ccc}</style></head>\n"
+        f"<body><table>\n<tr>{head}</tr>\n{body}\n</table></body></html>\n"
+    )

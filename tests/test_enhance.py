@@ -1,0 +1,183 @@
+"""The enhance engine and CLI: a tiny real generator (width 4) on tiny frames, real files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from _media import assert_faithful, describe, frame_rgb, make_video, trim_copy
+from PIL import Image
+
+from enlighten_ray.cli import main
+from enlighten_ray.enhance import Enhancer, _tiled, enhance_video
+from enlighten_ray.models import EnlightenGenerator
+from enlighten_ray.video import EncoderOptions
+from enlighten_ray.weights import save_generator
+
+FAST = ["--device", "cpu", "--preset", "ultrafast"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return save_generator(EnlightenGenerator(width=4), tmp_path_factory.mktemp("w") / "generator.pt")
+
+
+@pytest.fixture(scope="module")
+def enhancer(weights: Path) -> Enhancer:
+    return Enhancer.from_weights(weights, device="cpu", batch_size=3)
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".partial" in p.name]
+
+
+def test_enhancer_keeps_shape_and_dtype(enhancer: Enhancer) -> None:
+    frames = np.stack([frame_rgb(i, (37, 23)) for i in range(5)])
+    out = enhancer(frames)
+    assert out.shape == frames.shape and out.dtype == np.uint8
+    assert not np.array_equal(out, frames)
+    assert enhancer(frames[0]).shape == (23, 37, 3)
+
+
+def test_strength_zero_is_unchanged(weights: Path) -> None:
+    frames = np.stack([frame_rgb(i, (32, 24)) for i in range(2)])
+    assert np.array_equal(Enhancer.from_weights(weights, device="cpu", strength=0.0)(frames), frames)
+
+
+def test_tiles_blend_back_exactly() -> None:
+    # A pointwise "model" must come back unchanged through overlapping tiles and their ramps.
+    x = torch.rand(2, 3, 70, 53)
+    assert torch.allclose(_tiled(lambda t: t * 2 - 1, x, tile=24, overlap=8), x * 2 - 1, atol=1e-6)
+
+
+def test_tiled_and_max_side_keep_the_size_and_stay_close(weights: Path) -> None:
+    frame = frame_rgb(3, (80, 64))
+    full = Enhancer.from_weights(weights, device="cpu")(frame).astype(int)
+    tiled = Enhancer.from_weights(weights, device="cpu", tile=48)(frame).astype(int)
+    small = Enhancer.from_weights(weights, device="cpu", max_side=40)(frame).astype(int)
+    assert tiled.shape == small.shape == full.shape
+    assert np.abs(tiled - full).mean() < 8
+    assert np.abs(small - full).mean() < 16
+
+
+def test_video_round_trip_with_audio_is_faithful(tmp_path: Path, enhancer: Enhancer) -> None:
+    src = make_video(tmp_path / "night.mp4", [i * 40 for i in range(12)], audio_seconds=0.5)
+    out = tmp_path / "bright.mp4"
+    assert enhance_video(src, out, enhancer, EncoderOptions(preset="ultrafast"), progress=False) == 12
+    got = assert_faithful(src, out)
+    assert got["size"] == (64, 48)
+    assert not leftovers(tmp_path)
+
+
+def test_cli_video_vfr_rotation_side_by_side(tmp_path: Path, weights: Path) -> None:
+    pts = [0, 33, 70, 140, 150, 400, 433, 520]
+    src = make_video(tmp_path / "vfr.mkv", pts, rotation=270)
+    out = tmp_path / "review.mkv"
+    assert main(["enhance", str(src), str(out), "--weights", str(weights), "--side-by-side", *FAST]) == 0
+    got, want = describe(out), describe(src)
+    assert got["times"] == want["times"]
+    assert got["rotation"] == want["rotation"] and want["rotation"] % 360 == 270
+    assert got["size"] == (128, 48)
+
+
+def test_folder_mirrors_layout_skips_existing_and_reports_bad_files(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src, dst = tmp_path / "in", tmp_path / "out"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(frame_rgb(1, (33, 21))).save(src / "a.png")
+    Image.fromarray(frame_rgb(2, (20, 16))).convert("L").save(src / "sub" / "b.jpg")
+    make_video(src / "sub" / "clip.mp4", [i * 40 for i in range(6)], audio_seconds=0.3)
+    (src / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (src / "empty.mp4").write_bytes(b"")
+    (src / "notes.mp4").write_text("a text file with a video name\n" * 50)
+
+    argv = ["enhance", str(src), str(dst), "--weights", str(weights), *FAST]
+    assert main(argv) == 1  # non-zero: some inputs failed
+    err = capsys.readouterr().err
+    for name in ("corrupt.jpg", "empty.mp4", "notes.mp4"):
+        assert sum(name in line for line in err.splitlines()) == 1, err
+    with Image.open(dst / "a.png") as a, Image.open(dst / "sub" / "b.jpg") as b:
+        assert (a.size, a.mode, b.size, b.mode) == ((33, 21), "RGB", (20, 16), "L")
+    assert_faithful(src / "sub" / "clip.mp4", dst / "sub" / "clip.mp4")
+    assert not (dst / "corrupt.jpg").exists() and not (dst / "empty.mp4").exists()
+    assert not leftovers(dst)
+
+    # Second run: everything that exists is skipped, not rewritten.
+    before = (dst / "a.png").stat().st_mtime_ns
+    assert main(argv) == 1
+    assert "skipped" in capsys.readouterr().err
+    assert (dst / "a.png").stat().st_mtime_ns == before
+    assert main([*argv, "--overwrite"]) == 1
+    assert (dst / "a.png").stat().st_mtime_ns != before
+
+
+def test_refuses_to_write_over_the_input(tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture) -> None:
+    img = tmp_path / "x.png"
+    Image.fromarray(frame_rgb(0, (16, 16))).save(img)
+    data = img.read_bytes()
+    assert main(["enhance", str(img), str(img), "--weights", str(weights), "--device", "cpu"]) == 2
+    assert main(["enhance", str(tmp_path), str(tmp_path), "--weights", str(weights), "--device", "cpu"]) == 2
+    assert img.read_bytes() == data
+    assert "input" in capsys.readouterr().err
+
+
+def test_missing_weights_and_bad_single_input_are_one_line_errors(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["enhance", "a.mp4", "b.mp4"]) == 2
+    assert "--weights" in capsys.readouterr().err
+    song = tmp_path / "song.mp4"
+    song.write_bytes(b"\x00" * 1000)
+    assert main(["enhance", str(song), str(tmp_path / "o.mp4"), "--weights", str(weights), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("enlighten-ray: error: ") and "song.mp4" in err[0]
+    assert not (tmp_path / "o.mp4").exists() and not leftovers(tmp_path)
+
+
+def test_interrupt_leaves_no_output(tmp_path: Path, enhancer: Enhancer) -> None:
+    src = make_video(tmp_path / "in.mp4", [i * 40 for i in range(12)])
+    out = tmp_path / "out.mp4"
+
+    class Interrupting:
+        batch_size = 2
+        calls = 0
+
+        def __call__(self, frames: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            if self.calls == 3:
+                raise KeyboardInterrupt
+            return enhancer(frames)
+
+    with pytest.raises(KeyboardInterrupt):
+        enhance_video(src, out, Interrupting(), progress=False)
+    assert not out.exists() and not leftovers(tmp_path)
+
+
+def test_real_dashcam_clip_round_trips(tmp_path: Path, enhancer: Enhancer, enlighten_data: Path) -> None:
+    # Its first 2 s, cut by stream copy (edit list and AAC pre-roll packets kept), at full 640x360;
+    # the tiny model sees 96 px frames (--max-side) and its change is applied at full size.
+    src = trim_copy(enlighten_data / "video" / "dashcam_night.mp4", tmp_path / "night2s.mp4", 2.0)
+    out = tmp_path / "night.mp4"
+    fast = Enhancer(enhancer.model, device="cpu", batch_size=8, max_side=96)
+    assert enhance_video(src, out, fast, EncoderOptions(preset="ultrafast"), progress=False) >= 59
+    got = assert_faithful(src, out)
+    assert got["size"] == (640, 360) and len(got["audio"]) > 80
+
+
+def test_console_script_smoke(tmp_path: Path, weights: Path) -> None:
+    img = tmp_path / "a.jpg"
+    Image.fromarray(frame_rgb(0, (24, 16))).save(img)
+    exe = shutil.which("enlighten-ray", path=str(Path(sys.executable).parent))
+    cmd = [exe] if exe else [sys.executable, "-m", "enlighten_ray"]
+    done = subprocess.run([*cmd, "enhance", str(img), str(tmp_path / "b.jpg"), "--weights", str(weights),
+                           "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    with Image.open(tmp_path / "b.jpg") as b:
+        assert b.size == (24, 16)

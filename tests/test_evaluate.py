@@ -1,0 +1,153 @@
+"""`enlighten-ray eval` end to end on small synthetic folders: niqe, pairs, table, sheet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from enlighten_ray.cli import main
+from enlighten_ray.evaluate import SETS
+from enlighten_ray.examples import scene
+from enlighten_ray.metrics import niqe, psnr, ssim
+
+# eval-set file names have spaces, '&' and brackets (NPE's "Daybreak&Nightfall  (0).jpg")
+ODD_NAMES = ["Daybreak&Nightfall  (0).jpg", "night (3).png"]
+
+
+def photo(size: tuple[int, int], seed: int, night: bool = True) -> np.ndarray:
+    h, w = size
+    img = scene(h, w, np.random.default_rng(seed), night=night)
+    noisy = img.astype(float) + np.random.default_rng(seed).normal(0, 3, img.shape)
+    return np.clip(noisy, 0, 255).astype(np.uint8)
+
+
+def save(img: np.ndarray, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(path, quality=95)
+    return path
+
+
+def test_eval_niqe_scores_each_image_reports_a_bad_one_and_writes_json(tmp_path, capsys):
+    folder = tmp_path / "my set"
+    imgs = [photo((192, 200), i) for i in range(2)]
+    for img, name in zip(imgs, ODD_NAMES, strict=True):
+        save(img, folder / name)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    save(imgs[0][:64], folder / "tiny.png")  # smaller than one NIQE block
+
+    code = main(["eval", "niqe", str(folder), "--json", str(tmp_path / "n.json")])
+    out = capsys.readouterr()
+    assert code == 1  # two files could not be scored; the rest was
+    report = json.loads((tmp_path / "n.json").read_text())[0]
+    assert set(report["images"]) == set(ODD_NAMES)
+    want = [niqe(np.asarray(Image.open(folder / n).convert("RGB"))) for n in ODD_NAMES]
+    assert [report["images"][n] for n in ODD_NAMES] == pytest.approx(want)
+    assert report["mean"] == pytest.approx(np.mean(want))
+    assert set(report["errors"]) == {"broken.jpg", "tiny.png"}
+    assert "Daybreak&Nightfall  (0).jpg" in out.out and "broken.jpg" in out.out
+
+
+def test_eval_pairs_matches_names_and_lists_the_unmatched(tmp_path, capsys):
+    ref, pred = tmp_path / "ref", tmp_path / "pred"
+    a, b = photo((48, 64), 0, night=False), photo((48, 64), 1, night=False)
+    save(a, ref / "a & b.png")
+    save(b, ref / "only ref.png")
+    brighter = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
+    save(brighter, pred / "a & b.png")
+    save(b, pred / "only pred.png")
+
+    code = main(["eval", "pairs", str(pred), str(ref), "--json", str(tmp_path / "p.json")])
+    assert code == 0
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert list(report["pairs"]) == ["a & b"]
+    assert report["pairs"]["a & b"]["psnr"] == pytest.approx(psnr(brighter, a))
+    assert report["pairs"]["a & b"]["ssim"] == pytest.approx(ssim(brighter, a))
+    assert report["only_in_pred"] == ["only pred"] and report["only_in_ref"] == ["only ref"]
+    assert "only in" in capsys.readouterr().out
+
+
+def test_eval_sheet_is_a_png_of_the_computed_size_and_an_html_page(tmp_path, capsys):
+    inp, out = tmp_path / "in", tmp_path / "enhanced"
+    save(photo((96, 192), 0), inp / ODD_NAMES[0])  # 2:1 landscape
+    save(photo((192, 96), 1), inp / ODD_NAMES[1])  # 1:2 portrait
+    save(photo((96, 192), 0, night=False), out / "Daybreak&Nightfall  (0).png")  # other extension, same name
+    # the second image has no enhanced copy: its cell is a grey "missing" box
+
+    code = main(["eval", "sheet", str(inp), str(out), "-o", str(tmp_path / "s.png"), "-o", str(tmp_path / "s.html"),
+                 "--height", "64"])
+    assert code == 0
+    # thumbnails 64 px high: widths 128 and 32 (at least 64) -> both columns 128 px wide;
+    # width = 8 + 2 * (128 + 8), height = 24 (titles) + 2 * (64 + 16 + 8) + 8
+    with Image.open(tmp_path / "s.png") as im:
+        im.verify()
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.format == "PNG" and im.size == (280, 208)
+        px = np.asarray(im.convert("RGB"))
+    assert px[24 + 88 + 32, 8 + 136 + 32 + 32].tolist() == [200, 200, 200]  # the missing cell, row 2 column 2
+    assert "280x208" in capsys.readouterr().out
+    page = (tmp_path / "s.html").read_text()
+    assert "Daybreak&amp;Nightfall  (0)" in page and page.count("data:image/jpeg;base64,") == 3
+
+
+def make_sets(root: Path, per_set: int = 2) -> None:
+    """The five Table-1 folders with a few dark 192x192 photos each (4 NIQE blocks)."""
+    for k, name in enumerate(SETS):
+        for i in range(per_set):
+            save(photo((192, 192), 10 * k + i), root / name / (ODD_NAMES[i % 2].replace("(", f"({k}")))
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory) -> Path:
+    import torch
+
+    from enlighten_ray.models.generator import EnlightenGenerator
+    from enlighten_ray.weights import save_generator
+
+    torch.manual_seed(0)
+    return save_generator(EnlightenGenerator(width=4), tmp_path_factory.mktemp("w") / "tiny.pt")
+
+
+def test_eval_table_with_a_tiny_model_baselines_and_a_compare_row(tmp_path, tiny_weights, capsys):
+    data, out = tmp_path / "eval", tmp_path / "out"
+    make_sets(data)
+    copy = tmp_path / "copy"
+    shutil.copytree(data, copy)  # a "method" that returns its input: its row must equal Input's
+
+    code = main(["eval", "table", "--weights", str(tiny_weights), "--data", str(data), "--baselines",
+                 "--compare", f"copy={copy}", "--out", str(out), "--json", str(tmp_path / "t.json")])
+    text = capsys.readouterr().out
+    assert code == 0
+    report = json.loads((tmp_path / "t.json").read_text())
+    assert list(report["rows"]) == ["Input", "tiny.pt", "AHE", "LIME-style", "copy"]
+    for name, row in report["rows"].items():
+        assert row["counts"] == {s: 2 for s in SETS}, name
+        pooled = [v for s in SETS for v in row["images"][s].values()]
+        assert row["niqe"]["All"] == pytest.approx(np.mean(pooled)), name
+        for s in SETS:
+            assert row["niqe"][s] == pytest.approx(np.mean(list(row["images"][s].values()))), name
+    assert report["rows"]["copy"]["niqe"] == report["rows"]["Input"]["niqe"]
+    # the model's outputs are kept under --out with the inputs' names, and scored from there
+    for s in SETS:
+        for name, value in report["rows"]["tiny.pt"]["images"][s].items():
+            files = list((out / "tiny.pt" / s).glob(f"{name}.*"))
+            assert len(files) == 1, (s, name)
+            assert value == pytest.approx(niqe(np.asarray(Image.open(files[0]).convert("RGB"))))
+    header = text.splitlines()[0].split()
+    assert header == ["Method", "MEF", "LIME", "NPE", "VV", "DICM", "All"]
+
+
+def test_eval_table_refuses_bad_folders_before_enhancing(tmp_path, tiny_weights, capsys):
+    code = main(["eval", "table", "--weights", str(tiny_weights), "--data", str(tmp_path)])
+    assert code == 2
+    assert "none of the test-set folders" in capsys.readouterr().err
+    save(photo((96, 96), 0), tmp_path / "LIME" / "1.png")
+    for compare, why in ((f"AHE={tmp_path}", "already has a row named 'AHE'"), ("x=/no/such", "no such directory")):
+        code = main(["eval", "table", "--weights", str(tiny_weights), "--data", str(tmp_path), "--baselines",
+                     "--compare", compare, "--out", str(tmp_path / "out")])
+        assert code == 2 and why in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing was enhanced
