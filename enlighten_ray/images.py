@@ -15,6 +15,7 @@ The ICC profile, DPI and the rest of EXIF are kept.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,16 @@ from .atomic import atomic_output, is_partial
 from .errors import BadInputError
 from .video import VIDEO_EXTENSIONS
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageMeta", "Media", "list_media", "media_kind", "read_image", "write_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageMeta",
+    "Media",
+    "decode_image",
+    "list_media",
+    "media_kind",
+    "read_image",
+    "write_image",
+]
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N")
@@ -87,28 +97,33 @@ def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
     path = Path(path)
     if not path.is_file():
         raise BadInputError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise BadInputError(path, "empty file (0 bytes)")
+    return decode_image(path.read_bytes(), path)
+
+
+def decode_image(data: bytes, name: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
+    """`read_image` for encoded bytes (from a bucket or Ray's object store); errors name `name`."""
+    if not data:
+        raise BadInputError(name, "empty file (0 bytes)")
     try:
-        with Image.open(path) as img:
+        with Image.open(io.BytesIO(data)) as img:
             if getattr(img, "n_frames", 1) > 1:
-                raise BadInputError(path, f"{img.n_frames} frames (animated or multi-page images are not supported)")
+                raise BadInputError(name, f"{img.n_frames} frames (animated or multi-page images are not supported)")
             img.load()  # decode now: truncation shows up here, not at first use
             info = {k: img.info[k] for k in ("icc_profile", "dpi") if k in img.info}
             img = ImageOps.exif_transpose(img)  # also drops the orientation tag from its EXIF
     except BadInputError:
         raise
     except UnidentifiedImageError as exc:
-        raise BadInputError(path, "not a recognised image file") from exc
+        raise BadInputError(name, "not a recognised image file") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadInputError(path, f"cannot decode image ({str(exc).splitlines()[0][:200]})") from exc
+        raise BadInputError(name, f"cannot decode image ({str(exc).splitlines()[0][:200]})") from exc
     exif = img.getexif()
     if exif:
         info["exif"] = exif.tobytes()
-    return _to_rgb(img, path, info)
+    return _to_rgb(img, name, info)
 
 
-def _to_rgb(img: Image.Image, path: Path, info: dict[str, Any]) -> tuple[np.ndarray, ImageMeta]:
+def _to_rgb(img: Image.Image, path: str | os.PathLike, info: dict[str, Any]) -> tuple[np.ndarray, ImageMeta]:
     mode = img.mode
     if mode == "P" and "transparency" in img.info:
         img, mode = img.convert("RGBA"), "RGBA"

@@ -13,9 +13,17 @@ import pytest
 def ray_cluster():
     """A real local Ray cluster. 4 logical CPUs: two training workers plus room for Ray Data
     read tasks, which actors or workers holding every CPU would starve."""
+    import socket
+
     import ray
 
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # Ray Train's placement-group cleaner asks the dashboard whether the controller is alive;
+    # without our own it asks 127.0.0.1:8265, where another cluster may answer "unknown" and get
+    # our workers' placement group removed. So: our own dashboard, on a free port.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_port=port, log_to_driver=False)
     yield ray
     ray.shutdown()
 

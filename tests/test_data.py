@@ -1,0 +1,179 @@
+"""Training data: decoding odd images, video frame sampling, the darkness filter, bad files counted
+and skipped, empty domains refused, and equally long epochs for unpaired domains (real Ray Data)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from conftest import write_images
+from PIL import Image
+
+from enlighten_ray.config import load_config
+from enlighten_ray.data import (
+    list_media,
+    plan_epoch,
+    sample_frame,
+    scan_domain,
+    training_datasets,
+    validation_images,
+)
+from enlighten_ray.errors import BadInputError
+from enlighten_ray.images import decode_image as decode_with_meta
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Training reads images as bytes (buckets, Ray's object store): the same decoder as files."""
+    return decode_with_meta(data, "bytes.img")[0]
+
+
+def _encode(img: Image.Image, fmt: str, **options: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **options)
+    return buf.getvalue()
+
+
+def write_video(path: Path, means: list[int], size: tuple[int, int] = (64, 48), fps: int = 10) -> Path:
+    """A small mpeg4 clip whose frame i is a flat grey of `means[i]` plus a gradient."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        ramp = np.linspace(-8, 8, w)[None, :, None]
+        for mean in means:
+            rgb = np.clip(np.full((h, w, 3), float(mean)) + ramp, 0, 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_decode_image_converts_modes_and_orientation() -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (10, 20, 3), dtype=np.uint8)
+    cases = {
+        "L": _encode(Image.fromarray(rgb[..., 0]), "PNG"),
+        "RGBA": _encode(Image.fromarray(np.dstack([rgb, rgb[..., :1]])), "PNG"),
+        "P": _encode(Image.fromarray(rgb).convert("P"), "PNG"),
+        "CMYK": _encode(Image.fromarray(rgb).convert("CMYK"), "JPEG"),
+        "1": _encode(Image.fromarray(rgb[..., 0]).convert("1"), "PNG"),
+    }
+    for mode, data in cases.items():
+        out = decode_image(data)
+        assert out.shape == (10, 20, 3) and out.dtype == np.uint8, mode
+    # 16-bit grey keeps its brightness: 257 * v -> v, not clipped to white.
+    grey16 = (np.arange(200, dtype=np.uint16).reshape(10, 20) * 257).astype(np.uint16)
+    out = decode_image(_encode(Image.fromarray(grey16), "PNG"))
+    assert np.array_equal(out[..., 1], np.arange(200).reshape(10, 20))
+    # EXIF orientation 6 (rotate 90 degrees) is applied.
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    out = decode_image(_encode(Image.fromarray(rgb), "JPEG", exif=exif.tobytes()))
+    assert out.shape == (20, 10, 3)
+
+
+def test_decode_image_bad_bytes_say_why() -> None:
+    good = _encode(Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 90), "JPEG")
+    with pytest.raises(ValueError, match="empty file"):
+        decode_image(b"")
+    with pytest.raises(ValueError, match="not a recognised image"):
+        decode_image(b"definitely not an image")
+    with pytest.raises(ValueError, match="cannot decode"):
+        decode_image(good[: len(good) // 2])
+
+
+def test_sample_frame_every_n_and_per_second() -> None:
+    assert [i for i in range(20) if sample_frame(i, 10.0, 5, 1.0)] == [0, 5, 10, 15]
+    assert [i for i in range(90) if sample_frame(i, 30.0, 0, 1.0)] == [0, 30, 60]
+    assert sum(sample_frame(i, 25.0, 0, 10.0) for i in range(25)) == 10
+    assert all(sample_frame(i, 10.0, 0, 30.0) for i in range(10))  # asking more than the rate: all
+
+
+def test_list_media_errors_and_hidden_files(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BadInputError, match="no images or videos found"):
+        list_media(str(tmp_path / "empty"))
+    with pytest.raises(BadInputError, match="no such file"):
+        list_media(str(tmp_path / "missing"))
+    write_images(tmp_path / "imgs", 2)
+    write_images(tmp_path / "imgs" / ".cache", 2)
+    (tmp_path / "imgs" / "notes.txt").write_text("x")
+    _, files = list_media(str(tmp_path / "imgs"))
+    assert [Path(p).name for p, _ in files] == ["img_000.jpg", "img_001.jpg"]
+
+
+def test_scan_skips_bad_files_and_handles_odd_images(ray_cluster, tmp_path: Path) -> None:
+    folder = tmp_path / "low"
+    write_images(folder, 3, dark=True)
+    rgb = np.random.default_rng(1).integers(0, 80, (40, 50, 3), dtype=np.uint8)
+    Image.fromarray(rgb[..., 0]).save(folder / "grey.png")
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(folder / "rgba.png")
+    Image.fromarray(rgb).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(rgb[..., 0].astype(np.uint16) * 257).save(folder / "deep16.png")
+    Image.fromarray(rgb[:12, :20]).save(folder / "tiny.png")  # smaller than the crop: resized up
+    good = (folder / "img_000.jpg").read_bytes()
+    (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    (folder / "zero.png").write_bytes(b"")
+
+    cfg = load_config("configs/smoke.yaml", [f"data.low={folder}", f"data.normal={folder}"])
+    scan = scan_domain(cfg.data.low, cfg.data, "low")
+    assert scan.files == 10 and scan.count == 8 and scan.images == 8 and scan.frames == 0
+    assert sorted(Path(p).name for p, _ in scan.bad) == ["truncated.jpg", "zero.png"]
+    assert "empty file" in dict((Path(p).name, r) for p, r in scan.bad)["zero.png"]
+    assert "2 unreadable, skipped" in scan.summary() and "truncated.jpg" in scan.summary()
+
+    rows = training_datasets(scan, scan, cfg)["low"].take_all()
+    _, expected = plan_epoch(8, 8, cfg)
+    assert len(rows) == expected
+    for row in rows:
+        assert row["low"].shape == (3, 32, 32) and row["low_input"].shape == (3, 32, 32)
+        assert -1.0 <= row["low"].min() and row["low"].max() <= 1.0
+        assert row["low_input"].max() <= row["low"].max() + 1e-6  # darkened or equal, never brighter
+    val = validation_images(scan, 2, 32)
+    assert val.shape == (2, 32, 32, 3) and val.dtype == np.uint8
+
+
+def test_scan_video_samples_frames_and_filters_bright_ones(ray_cluster, tmp_path: Path) -> None:
+    means = [20 if i % 4 else 200 for i in range(20)]  # every 4th frame is bright
+    write_video(tmp_path / "clips" / "night.mp4", means)
+    (tmp_path / "clips" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    cfg = load_config("configs/smoke.yaml", ["data.video_every_n=2", "data.max_mean=100"])
+    scan = scan_domain(str(tmp_path / "clips"), cfg.data, "low")
+    # 10 sampled frames (0, 2, ..., 18); 0, 4, 8, 12, 16 are bright.
+    assert (scan.count, scan.frames, scan.bright) == (5, 5, 5)
+    assert [Path(p).name for p, _ in scan.bad] == ["broken.mp4"]
+    pts = [p for _, p in scan.keys]
+    assert pts == sorted(pts) and len(set(pts)) == 5
+    # The darkness threshold is for the low domain only.
+    assert scan_domain(str(tmp_path / "clips"), cfg.data, "normal").count == 10
+    cfg_fps = load_config("configs/smoke.yaml", ["data.video_fps=5.0"])
+    assert scan_domain(str(tmp_path / "clips" / "night.mp4"), cfg_fps.data, "low").count == 10
+
+
+def test_empty_domain_after_filtering_is_an_error(ray_cluster, tmp_path: Path) -> None:
+    write_images(tmp_path / "bright", 2)
+    cfg = load_config("configs/smoke.yaml", ["data.max_mean=5"])
+    with pytest.raises(BadInputError, match="no usable low images or frames left.*2 not darker"):
+        scan_domain(str(tmp_path / "bright"), cfg.data, "low")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.jpg").write_bytes(b"junk")
+    with pytest.raises(BadInputError, match="no usable normal.*1 unreadable"):
+        scan_domain(str(tmp_path / "junk"), cfg.data, "normal")
+
+
+def test_shorter_domain_cycles_to_the_longer_one(ray_cluster, tmp_path: Path) -> None:
+    write_images(tmp_path / "low", 3, dark=True)
+    write_images(tmp_path / "normal", 11)
+    cfg = load_config("configs/smoke.yaml", ["train.max_steps_per_epoch=0"])
+    low = scan_domain(str(tmp_path / "low"), cfg.data, "low")
+    normal = scan_domain(str(tmp_path / "normal"), cfg.data, "normal")
+    assert plan_epoch(3, 11, cfg) == (2, 8)  # 11 // 4 full global batches
+    datasets = training_datasets(low, normal, cfg)
+    assert datasets["low"].count() == datasets["normal"].count() == 8
+    capped = load_config("configs/smoke.yaml", ["train.max_steps_per_epoch=1"])
+    assert plan_epoch(3, 11, capped) == (1, 4)
+    assert plan_epoch(1, 2, capped) == (1, 4)  # fewer items than one batch: still one step

@@ -1,0 +1,140 @@
+"""Ray Train end to end on CPU with 2 workers: checkpoints with generator.pt, identical weights on
+every rank, export/info on the run, resume, a killed worker survived, video input, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import write_images
+from PIL import Image
+from test_data import write_video
+
+from enlighten_ray.cli import main
+from enlighten_ray.config import Config, load_config
+from enlighten_ray.errors import BadInputError
+from enlighten_ray.models.generator import EnlightenGenerator
+from enlighten_ray.train import KILL_ONCE_ENV, check_config, fit, state_digest
+from enlighten_ray.weights import save_generator
+
+SMOKE = "configs/smoke.yaml"
+
+
+def smoke_config(tmp_path: Path, low: Path, normal: Path, *overrides: str) -> Config:
+    """The smoke recipe on these folders, in its own storage path (a shared one would resume)."""
+    sets = [f"data.low={low}", f"data.normal={normal}", f"run.storage_path={tmp_path / 'runs'}", *overrides]
+    return load_config(SMOKE, sets)
+
+
+def checkpoint_dirs(run: Path) -> list[Path]:
+    return sorted(p for p in run.glob("checkpoint_*") if p.is_dir())
+
+
+def test_two_workers_checkpoint_identical_ranks_export_and_resume(ray_cluster, tmp_path: Path, capsys) -> None:
+    low, normal = tmp_path / "low", tmp_path / "normal"
+    write_images(low, 8, dark=True)
+    good = (low / "img_000.jpg").read_bytes()
+    (low / "truncated.jpg").write_bytes(good[: len(good) // 3])  # counted and skipped, run goes on
+    write_images(normal, 6, seed=1)
+    cfg = smoke_config(tmp_path, low, normal)  # 2 epochs x 2 steps, global batch 4 on 2 workers
+
+    result = fit(cfg)
+    assert result.error is None
+    run = Path(result.path)
+    assert (result.metrics["epoch"], result.metrics["step"]) == (2, 4)
+    assert "truncated.jpg" in capsys.readouterr().err
+
+    # Every rank holds the same parameters and buffers, and that is what the checkpoint saved.
+    digests = result.metrics["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    ckpts = checkpoint_dirs(run)
+    assert len(ckpts) == 2
+    for ckpt in ckpts:
+        assert {"generator.pt", "state.pt", "config.yaml", "samples.png"} <= {p.name for p in ckpt.iterdir()}
+    state = torch.load(ckpts[-1] / "state.pt", weights_only=True)
+    nets = state["nets"]
+    assert state_digest([nets["generator"], nets["d_global"], nets["d_local"]]) == digests[0]
+    assert (state["epoch"], state["step"]) == (2, 4) and state["config"]["model"]["width"] == 4
+    assert len(state["rng"]["patches"]) == 2
+    grid = Image.open(ckpts[-1] / "samples.png")
+    assert grid.height > 2 * 32 and grid.width > 2 * 32  # 2 inputs over 2 outputs
+    assert (run / "config.yaml").is_file()
+
+    # export from the run directory (newest checkpoint) -> a file `info` reads.
+    out = tmp_path / "exported.pt"
+    assert main(["export", str(run), str(out)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["origin"] == "ours" and info["config"]["width"] == 4 and info["meta"]["step"] == 4
+    exported = torch.load(out, weights_only=True)["state_dict"]
+    assert all(torch.equal(exported[k], nets["generator"][k]) for k in nets["generator"])
+
+    # Same run, one more epoch: continues at epoch 3 / step 6 instead of starting over.
+    more = smoke_config(tmp_path, low, normal, "optim.epochs_decay=2")
+    resumed = fit(more)
+    assert resumed.error is None
+    assert (resumed.metrics["epoch"], resumed.metrics["step"]) == (3, 6)
+    assert len(checkpoint_dirs(run)) == 3
+    epochs = sorted(int(m["epoch"]) for _, m in resumed.best_checkpoints)
+    assert epochs == [1, 2, 3]
+    # Epoch 3 of 1 constant + 2 decaying epochs trains at 1 - 2/3 of the base rate.
+    assert resumed.metrics["lr"] == pytest.approx(1e-4 / 3)
+
+
+def test_video_low_domain_survives_a_killed_worker(ray_cluster, tmp_path: Path, monkeypatch) -> None:
+    clip = write_video(tmp_path / "night" / "drive.mp4", [25 + i for i in range(20)])
+    normal = tmp_path / "normal"
+    write_images(normal, 6, seed=2)
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
+    torch.manual_seed(123)  # starting weights unlike the seed-0 initialisation training would use
+    init = save_generator(EnlightenGenerator(width=4), tmp_path / "init.pt")
+    cfg = smoke_config(
+        tmp_path, clip.parent, normal, "data.video_every_n=2", "data.max_mean=45", f"train.init_generator={init}",
+        "optim.epochs_decay=2", "failure.max_failures=1", "train.log_every=100",
+    )  # fmt: skip
+
+    result = fit(cfg)
+    assert marker.exists()  # a worker was SIGKILLed in epoch 2 ...
+    assert result.error is None  # ... and the restarted group finished from the epoch-1 checkpoint
+    assert (result.metrics["epoch"], result.metrics["step"]) == (3, 6)
+    ckpts = checkpoint_dirs(Path(result.path))
+    assert len(ckpts) == 3 and all((c / "generator.pt").is_file() for c in ckpts)
+    digests = result.metrics["rank_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    # Training started from init.pt: 6 Adam steps of lr <= 1e-4 move no weight far from it.
+    final = torch.load(ckpts[-1] / "generator.pt", weights_only=True)["state_dict"]
+    start = torch.load(init, weights_only=True)["state_dict"]
+    torch.manual_seed(0)
+    fresh = dict(EnlightenGenerator(width=4).named_parameters())  # parameters: BN running stats move more
+    assert max((final[k] - start[k]).abs().max().item() for k in fresh) < 0.01
+    assert max((fresh[k].detach() - start[k]).abs().max().item() for k in fresh) > 0.05
+
+
+def test_bad_input_fails_before_training(ray_cluster, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    write_images(tmp_path / "normal", 2)
+    cfg = smoke_config(tmp_path, tmp_path / "empty", tmp_path / "normal")
+    with pytest.raises(BadInputError, match="empty: no images or videos found"):
+        fit(cfg)
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing written
+
+    args = ["train", "--config", SMOKE, "--set", f"data.low={tmp_path / 'empty'}", "--set", f"data.normal={tmp_path}"]
+    assert main(args) == 2
+    assert "no images or videos found" in capsys.readouterr().err
+    with pytest.raises(BadInputError, match="split evenly over 2 workers"):
+        check_config(smoke_config(tmp_path, tmp_path, tmp_path, "train.batch_size=5"))
+    with pytest.raises(BadInputError, match="SyncBatchNorm needs GPUs"):
+        check_config(smoke_config(tmp_path, tmp_path, tmp_path, "scaling.sync_bn=true"))
+
+
+def test_dry_run_prints_config_and_data(tmp_path: Path, capsys) -> None:
+    write_images(tmp_path / "low", 3, dark=True)
+    write_images(tmp_path / "normal", 2)
+    args = ["train", "--config", SMOKE, "--set", f"data.low={tmp_path / 'low'}"]
+    assert main([*args, "--set", f"data.normal={tmp_path / 'normal'}", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "width: 4" in out and "# data.low: 3 images, 0 videos" in out and "# data.normal: 2 images" in out
