@@ -14,7 +14,7 @@ __all__ = ["crop_and_flip", "darken", "to_model_range", "augment_low", "augment_
 
 def to_model_range(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 (H, W, 3) RGB -> float32 (3, H, W) in [-1, 1], the range the networks work in."""
-    t = torch.as_tensor(np.ascontiguousarray(image)).permute(2, 0, 1)
+    t = torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).permute(2, 0, 1)  # Ray Data views are read-only
     return t.float().div(127.5).sub(1.0)
 
 
