@@ -35,6 +35,7 @@ from .weights import load_generator
 __all__ = [
     "Enhancer",
     "Job",
+    "PRECISIONS",
     "Summary",
     "enhance_image",
     "enhance_path",

@@ -1,0 +1,223 @@
+"""Issue 5: the Ray Data batch job. Real Ray (the session's local cluster, or the job's own in a
+subprocess), real PyAV files, a tiny generator (width 4) and images of at most 64 px."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from _media import assert_faithful, describe, frame_rgb
+from conftest import write_images
+from PIL import Image
+
+from enlighten_ray.batch import BatchOptions, cut_points, run
+from enlighten_ray.models.generator import EnlightenGenerator
+from enlighten_ray.video import keyframe_pts
+from enlighten_ray.weights import save_generator
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return save_generator(EnlightenGenerator(width=4), tmp_path_factory.mktemp("weights") / "generator.pt")
+
+
+def make_clip(path: Path, frames: int, gop: int = 12, audio: bool = True) -> Path:
+    """64x48 H.264 at 25 fps with a keyframe every `gop` frames, and AAC audio over the same span."""
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25, options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
+        v.width, v.height, v.pix_fmt, v.time_base = 64, 48, "yuv420p", tb
+        v.codec_context.time_base = tb
+        a = out.add_stream("aac", rate=44100) if audio else None
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(frame_rgb(i, (64, 48)), format="rgb24")
+            f.pts, f.time_base = i * 40, tb
+            out.mux(v.encode(f))
+        out.mux(v.encode(None))
+        if a is not None:
+            t = np.arange(int(frames / 25 * 44100)) / 44100
+            samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+            for start in range(0, samples.shape[1], 1024):
+                af = av.AudioFrame.from_ndarray(samples[:, start : start + 1024], format="fltp", layout="mono")
+                af.sample_rate, af.pts = 44100, start
+                out.mux(a.encode(af))
+            out.mux(a.encode(None))
+    return path
+
+
+def mixed_folder(root: Path) -> dict[str, tuple[tuple[int, int], str]]:
+    """Good images of several sizes and modes (rel path -> (size, mode)), a corrupt and an empty file."""
+    write_images(root, 2, (48, 64))
+    write_images(root / "day" / "cam2", 2, (32, 40), seed=1)
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 90, (20, 30), dtype=np.uint8)).save(root / "day" / "grey.png")
+    Image.fromarray(rng.integers(0, 90, (24, 24, 4), dtype=np.uint8)).save(root / "rgba.png")
+    good = {}
+    for path in sorted(root.rglob("*.*")):
+        with Image.open(path) as img:
+            good[path.relative_to(root).as_posix()] = (img.size, img.mode)
+    (root / "corrupt.jpg").write_bytes((root / "img_000.jpg").read_bytes()[:300])  # truncated JPEG
+    (root / "empty.png").write_bytes(b"")
+    return good
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def mtimes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_images_enhanced_bad_ones_recorded_and_rerun_redoes_nothing(
+    ray_cluster: object, weights: Path, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    good = mixed_folder(src)
+    assert len(good) == 6
+    opts = BatchOptions(input=str(src), output=str(out), weights=str(weights), batch_size=2, concurrency=1)
+
+    summary = run(opts)
+
+    assert (summary.done, summary.skipped, summary.exit_code) == (6, 0, 1)
+    for rel, (size, mode) in good.items():
+        with Image.open(out / rel) as img, Image.open(src / rel) as before:
+            assert (img.size, img.mode) == (size, mode), rel
+            assert np.abs(np.asarray(img, float) - np.asarray(before, float)).mean() > 1, f"{rel} not enhanced"
+    failures = read_jsonl(out / "_failures.jsonl")
+    assert sorted((Path(f["path"]).name, f["stage"]) for f in failures) == [
+        ("corrupt.jpg", "read"),
+        ("empty.png", "read"),
+    ]
+    assert all(f["path"] in f["error"] and "\n" not in f["error"] for f in failures)
+    manifest = read_jsonl(out / "_manifest.jsonl")
+    assert sorted(Path(m["output"]).relative_to(out).as_posix() for m in manifest) == sorted(good)
+    assert {m["frames"] for m in manifest} == {1} and len({m["weights"] for m in manifest}) == 1
+    assert not (out / "corrupt.jpg").exists() and not (out / "empty.png").exists()
+
+    before, lines = mtimes(out), (out / "_manifest.jsonl").read_text()
+    again = run(opts)
+
+    assert (again.done, again.skipped, len(again.failed), again.exit_code) == (0, 6, 2, 1)
+    assert (out / "_manifest.jsonl").read_text() == lines
+    after = mtimes(out)
+    assert {k: after[k] for k in good} == {k: before[k] for k in good}
+
+
+def test_video_split_into_segments_keeps_frames_pts_and_audio(
+    ray_cluster: object, weights: Path, tmp_path: Path
+) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    clip = make_clip(src / "drive.mp4", frames=75)  # 3 s, keyframes every 0.48 s
+    with av.open(str(clip)) as c:
+        tb = float(c.streams.video[0].time_base)
+    assert len(cut_points(keyframe_pts(clip), tb, 1.0)) == 2  # three segments, the job's own cut rule
+
+    summary = run(BatchOptions(input=str(src), output=str(out), weights=str(weights), segment_seconds=1.0))
+
+    assert (summary.done, summary.exit_code) == (1, 0)
+    got = assert_faithful(clip, out / "drive.mp4")  # frame count, every pts, duration, audio packets
+    assert got["count"] == 75 and len(got["audio"]) > 100
+    assert np.abs(got["first_rgb"].astype(int) - frame_rgb(0, (64, 48)).astype(int)).mean() > 5  # enhanced
+    (entry,) = read_jsonl(out / "_manifest.jsonl")
+    assert entry["frames"] == 75 and entry["kind"] == "video"
+    assert not (out / "_parts").exists()  # joined parts are cleaned up
+
+
+def test_frames_out_writes_parquet_rows_with_index_and_pts(ray_cluster: object, weights: Path, tmp_path: Path) -> None:
+    src, out, frames = tmp_path / "in", tmp_path / "out", tmp_path / "frames"
+    (src / "cam").mkdir(parents=True)
+    clip = make_clip(src / "cam" / "night.mp4", frames=40, audio=False)
+    opts = BatchOptions(
+        input=str(src),
+        output=str(out),
+        weights=str(weights),
+        frames_out=str(frames),
+        frames_format="parquet",
+        segment_seconds=0.5,
+    )
+
+    assert run(opts).exit_code == 0
+
+    files = sorted((frames / "cam" / "night.mp4").glob("*.parquet"))
+    assert len(files) > 1  # one per segment
+    table = pq.read_table(files).sort_by("frame_index")
+    assert table.column("frame_index").to_pylist() == list(range(40))
+    tb = Fraction(table.schema.metadata[b"time_base"].decode())  # the source stream's, which mp4 chose
+    assert [p * tb for p in table.column("pts").to_pylist()] == describe(clip)["times"]
+    assert set(table.column("source").to_pylist()) == {str(clip)}
+    import io
+
+    with Image.open(io.BytesIO(table.column("image")[0].as_py())) as img:
+        assert img.size == (64, 48)
+    assert read_jsonl(out / "_manifest.jsonl")[0]["frames"] == 40
+
+
+def finished_parts(out: Path) -> list[Path]:
+    """Video parts a run has completed (files under OUTPUT/_parts, not the hidden temporary ones)."""
+    return [p for p in (out / "_parts").rglob("*.mp4") if p.is_file() and not p.name.startswith(".")]
+
+
+def _job(src: Path, out: Path, weights: Path) -> subprocess.Popen:
+    cmd = [sys.executable, str(REPO / "jobs" / "enhance.py"), "--input", str(src), "--output", str(out)]
+    cmd += ["--weights", str(weights), "--num-cpus", "2", "--concurrency", "1", "--segment-seconds", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
+
+
+def test_killed_job_finishes_on_rerun_without_redoing_finished_work(weights: Path, tmp_path: Path) -> None:
+    """SIGKILL the whole job (driver and its local Ray) once a video part is written, then re-run."""
+    src, out = tmp_path / "in", tmp_path / "out"
+    images = write_images(src, 4, (32, 32))
+    (src / "bad.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    clip = make_clip(src / "long.mp4", frames=150)  # 6 s: five or six segments of about 1 s
+
+    first = _job(src, out, weights)
+    deadline = time.monotonic() + 240
+    parts: list[Path] = []
+    while not parts and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        parts = finished_parts(out)
+    running = first.poll() is None
+    os.killpg(first.pid, signal.SIGKILL)
+    log = first.communicate()[0]
+    assert running and parts, f"the job ended before it could be killed:\n{log[-3000:]}"
+    assert not (out / "long.mp4").exists()
+    killed = finished_parts(out)
+    done_before = read_jsonl(out / "_manifest.jsonl")
+    assert len(done_before) == len(images)  # images ran first and are recorded
+    image_times = {p.name: (out / p.name).stat().st_mtime_ns for p in images}
+
+    second = _job(src, out, weights)
+    log = second.communicate(timeout=300)[0]
+
+    assert second.returncode == 1, log[-3000:]  # bad.jpg: recorded, the rest done
+    assert f"done 1, skipped {len(images)} (already complete), failed 1" in log
+    # Parts finished before the kill are reused, not encoded again (an orphaned actor may finish one
+    # more before Ray's fate-sharing stops it: that part is whole too, written atomically).
+    reused = re.search(r"reused (\d+) video parts", log)
+    assert reused and int(reused[1]) >= len(killed), log[-3000:]
+    assert {p.name: (out / p.name).stat().st_mtime_ns for p in images} == image_times
+    manifest = read_jsonl(out / "_manifest.jsonl")
+    assert manifest[: len(done_before)] == done_before
+    assert sorted(Path(m["output"]).name for m in manifest) == sorted([*(p.name for p in images), "long.mp4"])
+    assert_faithful(clip, out / "long.mp4")
+    assert [f["stage"] for f in read_jsonl(out / "_failures.jsonl")] == ["read", "read"]  # once per run
