@@ -21,6 +21,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -227,6 +228,10 @@ class BatchOptions:
     num_gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else CPU actors
     concurrency: int | None = None  # actors; None: one per GPU, or half the cluster's CPUs
 
+    def pixel_settings(self) -> dict[str, Any]:
+        """The options that change output pixels (batch size does not)."""
+        return {k: v for k, v in self.enhancer_kwargs().items() if k != "batch_size"}
+
     def enhancer_kwargs(self) -> dict[str, Any]:
         return {
             "precision": self.precision,
@@ -384,6 +389,13 @@ def _existing(loc: Location) -> set[str]:
     return {f.path for f in loc.fs.get_file_info(pafs.FileSelector(loc.root, recursive=True))}
 
 
+def output_id(weights_id: str, opts: BatchOptions) -> str:
+    """What an output was made with: the weights plus the settings that change pixels, so a re-run
+    with another --strength or --tile redoes outputs (and never reuses video parts) of the old one."""
+    settings = hashlib.sha256(json.dumps(opts.pixel_settings(), sort_keys=True).encode()).hexdigest()[:8]
+    return f"{weights_id}-{settings}"
+
+
 def _plan(opts: BatchOptions, source: Location, output: Location, frames: Location | None, ledger: Ledger) -> _Plan:
     outs = [output] + ([frames] if frames else [])
     inputs = _list_inputs(source, [x for x in outs if source.contains(x.root)])
@@ -391,6 +403,7 @@ def _plan(opts: BatchOptions, source: Location, output: Location, frames: Locati
     existing = _existing(output) | (_existing(frames) if frames else set())
     plan = _Plan()
     claimed: dict[str, str] = {}
+    input_names = {source.show(p) for p, _ in inputs}
     for path, rel in inputs:
         kind = media_kind(path)
         if kind == "image":
@@ -401,6 +414,9 @@ def _plan(opts: BatchOptions, source: Location, output: Location, frames: Locati
         else:
             suffix = PurePosixPath(rel).suffix
             dst = output.path(rel if suffix.lower() in OUTPUT_FORMATS else str(PurePosixPath(rel).with_suffix(".mkv")))
+        if (frames if kind == "video" and frames else output).show(dst) in input_names:
+            plan.failed.append((source.show(path), "plan", f"{source.show(path)}: its output would replace an input"))
+            continue
         if dst in claimed:
             error = f"{source.show(path)}: its output {dst} is also the output of {claimed[dst]}"
             plan.failed.append((source.show(path), "plan", error))
@@ -792,7 +808,7 @@ def run(opts: BatchOptions) -> BatchSummary:
     Enhancer(model, device="cpu", **{**opts.enhancer_kwargs(), "precision": "fp32"})
     if opts.precision not in PRECISIONS:
         raise BadInputError("--precision", f"'{opts.precision}' is not one of {', '.join(PRECISIONS)}")
-    ledger = Ledger(output, info["id"])
+    ledger = Ledger(output, output_id(info["id"], opts))
     ctx = ray.data.DataContext.get_current()
     saved = ctx.max_errored_blocks
     # Rows that crash an actor ACTOR_RESTARTS times drop their block instead of failing the job;

@@ -59,11 +59,10 @@ def build_optimizers(nets: Nets, cfg: Config) -> Optimizers:
 
 
 def lr_factor(epoch: int, epochs_constant: int, epochs_decay: int) -> float:
-    """Learning-rate multiplier for 0-based `epoch`: 1 for `epochs_constant` epochs, then a linear
-    decay that reaches 0 after `epochs_decay` more (the release's schedule)."""
-    if epoch < epochs_constant:
-        return 1.0
-    return max(0.0, 1.0 - (epoch - epochs_constant + 1) / (epochs_decay + 1))
+    """Learning-rate multiplier for 0-based `epoch`, as the release: it trains epochs_constant + 1
+    epochs at the full rate, then lowers the rate by lr / epochs_decay after each epoch, reaching 0
+    when the last epoch is done."""
+    return max(0.0, 1.0 - max(0, epoch - epochs_constant) / epochs_decay) if epochs_decay else 1.0
 
 
 def _set_requires_grad(nets: list[nn.Module], flag: bool) -> None:

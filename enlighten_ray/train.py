@@ -135,8 +135,10 @@ def _mean_over_ranks(sums: dict[str, torch.Tensor], count: int) -> dict[str, flo
 def _batches(per_worker: int) -> Iterator[dict[str, torch.Tensor]]:
     """Zip this worker's shards of the two (unpaired, equally long) domains into training batches.
     Both iterators are run to their end so each shard finishes its epoch cleanly."""
-    low = ray.train.get_dataset_shard("low").iter_torch_batches(batch_size=per_worker, drop_last=True)
-    normal = ray.train.get_dataset_shard("normal").iter_torch_batches(batch_size=per_worker, drop_last=True)
+    # iter(): each iter() of an iter_torch_batches result starts a new epoch, so the drain below
+    # must continue these very iterators, not restart the shards.
+    low = iter(ray.train.get_dataset_shard("low").iter_torch_batches(batch_size=per_worker, drop_last=True))
+    normal = iter(ray.train.get_dataset_shard("normal").iter_torch_batches(batch_size=per_worker, drop_last=True))
     for lb, nb in zip(low, normal):
         yield {"low": lb["low"], "low_input": lb["low_input"], "normal": nb["normal"]}
     for rest in (low, normal):  # an item that failed to decode can leave one domain a batch longer

@@ -119,6 +119,27 @@ def test_images_enhanced_bad_ones_recorded_and_rerun_redoes_nothing(
     assert {k: after[k] for k in good} == {k: before[k] for k in good}
 
 
+def test_an_input_is_never_overwritten_and_new_settings_redo_outputs(
+    ray_cluster: object, weights: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "photos"
+    (image,) = write_images(src, 1, (32, 40))
+    original = image.read_bytes()
+    # A single file whose output folder is its own folder would land on the input itself.
+    same = run(BatchOptions(input=str(image), output=str(src), weights=str(weights), concurrency=1))
+    assert same.exit_code == 1 and "would replace an input" in same.failed[0][2]
+    assert image.read_bytes() == original
+
+    out = tmp_path / "out"
+    first = run(BatchOptions(input=str(src), output=str(out), weights=str(weights), concurrency=1))
+    enhanced = (out / image.name).read_bytes()
+    # Same weights, another strength: the finished output is stale, not "already complete".
+    half = run(BatchOptions(input=str(src), output=str(out), weights=str(weights), concurrency=1, strength=0.5))
+    assert (first.done, half.done, half.skipped) == (1, 1, 0)
+    assert (out / image.name).read_bytes() != enhanced
+    assert len({m["weights"] for m in read_jsonl(out / "_manifest.jsonl")}) == 2
+
+
 def test_video_split_into_segments_keeps_frames_pts_and_audio(
     ray_cluster: object, weights: Path, tmp_path: Path
 ) -> None:

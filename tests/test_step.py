@@ -71,9 +71,9 @@ def test_g_phase_puts_no_gradient_on_frozen_discriminators(tiny) -> None:
 
 def test_learning_rate_schedule_is_constant_then_linear_to_zero() -> None:
     factors = [lr_factor(e, 100, 100) for e in range(200)]
-    assert factors[:100] == [1.0] * 100
-    assert all(a > b for a, b in zip(factors[99:], factors[100:]))
-    assert factors[-1] == pytest.approx(1 / 101)
+    assert factors[:101] == [1.0] * 101  # the release lowers the rate only after epoch 101 (1-based)
+    assert all(a > b for a, b in zip(factors[100:], factors[101:]))
+    assert factors[101] == pytest.approx(0.99) and factors[-1] == pytest.approx(0.01)
     assert lr_factor(200, 100, 100) == 0.0
 
 
