@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -60,7 +61,9 @@ def main() -> int:
     clip = write_dark_clip(out / "night_drive.mp4")
     print(f"# example data in {out / 'data'}, dark clip {clip}")
 
-    overrides = [f"data.low={low}", f"data.normal={normal}", f"run.storage_path={out / 'runs'}", "run.name=demo"]
+    # A run name per invocation: the same name would resume (and here, find finished) the last run.
+    name = time.strftime("demo-%Y%m%d-%H%M%S")
+    overrides = [f"data.low={low}", f"data.normal={normal}", f"run.storage_path={out / 'runs'}", f"run.name={name}"]
     result = fit(load_config(ROOT / "configs" / "smoke.yaml", overrides))
     if result.error is not None or result.checkpoint is None:
         print(f"demo: training failed: {result.error}", file=sys.stderr)
@@ -74,6 +77,7 @@ def main() -> int:
     enhance_path(low, out / "enhanced", enhancer, overwrite=True, progress=False)
     print(f"# enhanced clip: {bright}  (mean brightness {mean_brightness(clip):.1f} -> {mean_brightness(bright):.1f})")
     print(f"# enhanced images: {out / 'enhanced'}")
+    print("# (the smoke model trains for seconds: it shows the pipeline, not a good enhancement)")
     print(f"# next: enlighten-ray info {weights}")
     return 0
 
