@@ -58,14 +58,19 @@ def make_video(
             mux_timed(out, v.encode(frame), durations)
         mux_timed(out, v.encode(None), durations)
         if a is not None:
-            t = np.arange(int(audio_seconds * 44100)) / 44100
-            samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-            for start in range(0, samples.shape[1], 1024):
-                af = av.AudioFrame.from_ndarray(samples[:, start : start + 1024], format="fltp", layout="mono")
-                af.sample_rate, af.pts = 44100, start
-                out.mux(a.encode(af))
-            out.mux(a.encode(None))
+            mux_tone(out, a, audio_seconds)
     return path
+
+
+def mux_tone(out: av.container.OutputContainer, stream: av.AudioStream, seconds: float) -> None:
+    """Encode and mux `seconds` of a 440 Hz mono tone (44.1 kHz AAC) into `stream`."""
+    t = np.arange(int(seconds * 44100)) / 44100
+    samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+    for start in range(0, samples.shape[1], 1024):
+        af = av.AudioFrame.from_ndarray(samples[:, start : start + 1024], format="fltp", layout="mono")
+        af.sample_rate, af.pts = 44100, start
+        out.mux(stream.encode(af))
+    out.mux(stream.encode(None))
 
 
 def mux_timed(out: av.container.OutputContainer, packets: list[av.Packet], durations: dict[int, int]) -> None:

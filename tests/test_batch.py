@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from _media import assert_faithful, describe, frame_rgb
+from _media import assert_faithful, describe, frame_rgb, mux_tone
 from conftest import write_images
 from PIL import Image
 
@@ -50,13 +50,7 @@ def make_clip(path: Path, frames: int, gop: int = 12, audio: bool = True) -> Pat
             out.mux(v.encode(f))
         out.mux(v.encode(None))
         if a is not None:
-            t = np.arange(int(frames / 25 * 44100)) / 44100
-            samples = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-            for start in range(0, samples.shape[1], 1024):
-                af = av.AudioFrame.from_ndarray(samples[:, start : start + 1024], format="fltp", layout="mono")
-                af.sample_rate, af.pts = 44100, start
-                out.mux(a.encode(af))
-            out.mux(a.encode(None))
+            mux_tone(out, a, frames / 25)
     return path
 
 
