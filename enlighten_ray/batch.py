@@ -45,10 +45,11 @@ import ray.data
 import torch
 from torch import nn
 
-from .atomic import atomic_output, is_partial
+from .atomic import atomic_output
+from .data import media_files
 from .enhance import PRECISIONS, Enhancer
 from .errors import BadInputError
-from .images import IMAGE_EXTENSIONS, ImageMeta, decode_image, list_media, media_kind, write_image
+from .images import IMAGE_EXTENSIONS, ImageMeta, decode_image, media_kind, write_image
 from .video import OUTPUT_FORMATS, EncoderOptions, VideoReader, VideoWriter, keyframe_pts, remux
 from .weights import load_generator
 
@@ -361,25 +362,13 @@ class _Plan:
 
 def _list_inputs(source: Location, exclude: list[Location]) -> list[tuple[str, str]]:
     """(path on the input filesystem, path relative to the input) of every image and video."""
-    info = source.fs.get_file_info(source.root)
-    if info.type == pafs.FileType.NotFound:
+    kind = source.fs.get_file_info(source.root).type
+    if kind == pafs.FileType.NotFound:
         raise BadInputError(source.uri, "no such file or folder")
-    if info.type == pafs.FileType.File:
+    if kind == pafs.FileType.File:
         return [(source.root, PurePosixPath(source.root).name)]
-    if source.is_local:
-        media = list_media(source.root, exclude=exclude[0].root if exclude else None)
-        paths = [str(p) for p in [*media.images, *media.videos]]
-    else:
-        selector = pafs.FileSelector(source.root, recursive=True)
-        paths = [f.path for f in source.fs.get_file_info(selector) if f.type == pafs.FileType.File]
-    found = []
-    for path in sorted(paths):
-        rel = path[len(source.root.rstrip("/")) + 1 :]
-        hidden = any(part.startswith(".") for part in rel.split("/"))
-        if hidden or is_partial(path) or media_kind(path) is None or any(x.contains(path) for x in exclude):
-            continue
-        found.append((path, rel))
-    return found
+    files = media_files(source.fs, source.root, exclude=tuple(x.root for x in exclude))
+    return [(path, path[len(source.root.rstrip("/")) + 1 :]) for path, _ in files]
 
 
 def _existing(loc: Location) -> set[str]:

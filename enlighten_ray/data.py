@@ -69,28 +69,37 @@ def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
 
 
-def list_media(uri: str) -> tuple[pafs.FileSystem, list[tuple[str, str]]]:
-    """(filesystem, sorted [(path, "image" | "video")]) under a folder/prefix, or the one file named.
-    Hidden files and our own partial outputs are skipped; no media at all is a `BadInputError`."""
-    fs, root = _filesystem(uri)
-    try:
-        info = fs.get_file_info(root)
-        if info.type == pafs.FileType.File:
-            infos = [info]
-        elif info.type == pafs.FileType.Directory:
-            infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        else:
-            raise BadInputError(uri, "no such file or directory")
-    except OSError as exc:
-        raise BadInputError(uri, f"cannot list ({exc})") from exc
-    files = sorted(
+def media_files(fs: pafs.FileSystem, root: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """Sorted [(path, "image" | "video")] under the folder/prefix `root`, or the one file it names.
+    Hidden files and folders, our own partial outputs and anything under an `exclude` root are skipped."""
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.File:
+        infos = [info]
+    elif info.type == pafs.FileType.Directory:
+        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
+    else:
+        raise BadInputError(root, "no such file or directory")
+    prefixes = tuple(x.rstrip("/") + "/" for x in exclude)
+    return sorted(
         (i.path, media_kind(i.path))
         for i in infos
         if i.type == pafs.FileType.File
         and media_kind(i.path)
         and not is_partial(i.path)
+        and not i.path.startswith(prefixes)
         and not any(part.startswith(".") for part in i.path[len(root) :].split("/"))  # hidden files/folders
     )
+
+
+def list_media(uri: str) -> tuple[pafs.FileSystem, list[tuple[str, str]]]:
+    """(filesystem, `media_files`) of a local path or URI; no media at all is a `BadInputError`."""
+    fs, root = _filesystem(uri)
+    try:
+        files = media_files(fs, root)
+    except BadInputError as exc:
+        raise BadInputError(uri, exc.reason) from exc
+    except OSError as exc:
+        raise BadInputError(uri, f"cannot list ({exc})") from exc
     if not files:
         exts = " ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
         raise BadInputError(uri, f"no images or videos found (looked for {exts})")
