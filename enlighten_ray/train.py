@@ -51,7 +51,8 @@ __all__ = ["KILL_ONCE_ENV", "check_config", "fit", "launch", "state_digest", "tr
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
 SAMPLES_FILE = "samples.png"
-METRICS_FILE = "metrics.json"  # the epoch's mean losses, learning rate and images/s
+METRICS_FILE = "metrics.json"
+SHUFFLE_BUFFER = 64  # augmented crops mixed on each worker, across the blocks Ray Data sends in random order  # the epoch's mean losses, learning rate and images/s
 # Test hook (fault-tolerance test only): when set on the driver to a file path, the last rank
 # SIGKILLs its own process once, in epoch 1 after a checkpoint exists, and creates the file so the
 # restarted worker group does not do it again.
@@ -139,8 +140,13 @@ def _batches(per_worker: int) -> Iterator[dict[str, torch.Tensor]]:
     Both iterators are run to their end so each shard finishes its epoch cleanly."""
     # iter(): each iter() of an iter_torch_batches result starts a new epoch, so the drain below
     # must continue these very iterators, not restart the shards.
-    low = iter(ray.train.get_dataset_shard("low").iter_torch_batches(batch_size=per_worker, drop_last=True))
-    normal = iter(ray.train.get_dataset_shard("normal").iter_torch_batches(batch_size=per_worker, drop_last=True))
+    def shard(name: str) -> Iterator[dict[str, torch.Tensor]]:
+        batches = ray.train.get_dataset_shard(name).iter_torch_batches(
+            batch_size=per_worker, drop_last=True, local_shuffle_buffer_size=SHUFFLE_BUFFER
+        )
+        return iter(batches)
+
+    low, normal = shard("low"), shard("normal")
     for lb, nb in zip(low, normal):
         yield {"low": lb["low"], "low_input": lb["low_input"], "normal": nb["normal"]}
     for rest in (low, normal):  # an item that failed to decode can leave one domain a batch longer
