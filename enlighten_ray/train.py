@@ -18,9 +18,11 @@ import functools
 import hashlib
 import json
 import os
+import queue
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +54,7 @@ STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
 SAMPLES_FILE = "samples.png"
 METRICS_FILE = "metrics.json"
+READ_AHEAD_BYTES = 1 << 30  # per domain and worker: a whole CPU epoch fits, a GPU epoch streams
 SHUFFLE_BUFFER = 64  # augmented crops mixed on each worker, across the blocks Ray Data sends in random order  # the epoch's mean losses, learning rate and images/s
 # Test hook (fault-tolerance test only): when set on the driver to a file path, the last rank
 # SIGKILLs its own process once, in epoch 1 after a checkpoint exists, and creates the file so the
@@ -135,6 +138,35 @@ def _mean_over_ranks(sums: dict[str, torch.Tensor], count: int) -> dict[str, flo
     return dict(zip(keys, total.tolist()))
 
 
+def _read_ahead(batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+    """Pull a shard's batches in a thread, up to READ_AHEAD_BYTES ahead of the trainer. While its
+    consumer is slower than its tasks, Ray Data's scheduling loop spins on a CPU core (measured: a
+    core of a 2-core machine for a whole epoch); reading ahead lets the epoch's execution finish
+    and stop early."""
+    ahead: queue.Queue = queue.Queue()
+    room = threading.Semaphore(0)  # free places, set from the first batch's size
+    done = object()
+
+    def pull() -> None:
+        try:
+            for i, batch in enumerate(batches):
+                if i == 0:
+                    size = sum(t.numel() * t.element_size() for t in batch.values())
+                    room.release(max(2, READ_AHEAD_BYTES // max(size, 1)))
+                room.acquire()
+                ahead.put(batch)
+            ahead.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the trainer's thread
+            ahead.put(exc)
+
+    threading.Thread(target=pull, daemon=True, name="enlighten-ray-read-ahead").start()
+    while (item := ahead.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        room.release()
+        yield item
+
+
 def _batches(per_worker: int) -> Iterator[dict[str, torch.Tensor]]:
     """Zip this worker's shards of the two (unpaired, equally long) domains into training batches.
     Both iterators are run to their end so each shard finishes its epoch cleanly."""
@@ -144,7 +176,7 @@ def _batches(per_worker: int) -> Iterator[dict[str, torch.Tensor]]:
         batches = ray.train.get_dataset_shard(name).iter_torch_batches(
             batch_size=per_worker, drop_last=True, local_shuffle_buffer_size=SHUFFLE_BUFFER
         )
-        return iter(batches)
+        return _read_ahead(iter(batches))
 
     low, normal = shard("low"), shard("normal")
     for lb, nb in zip(low, normal):
