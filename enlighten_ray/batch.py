@@ -216,13 +216,13 @@ class BatchOptions:
 
     input: str
     output: str
-    weights: str
+    weights: str | None  # None: the shipped model
     format: str | None = None  # image output extension (png, jpg, ...); None = the input's
     frames_out: str | None = None  # videos become enhanced frames under this folder/URI
     frames_format: str = "png"  # png, jpg, webp or parquet
     segment_seconds: float = 10.0
     strength: float = 1.0
-    precision: str = "fp32"
+    precision: str = "auto"
     batch_size: int = 4
     tile: int | None = None
     max_side: int | None = None

@@ -192,7 +192,7 @@ def _row(per_set: dict[str, dict[str, float]], errors: dict[str, dict[str, str]]
 
 
 def table_report(
-    weights: str | os.PathLike,
+    weights: str | os.PathLike | None,
     data: str | os.PathLike,
     compare: dict[str, str | os.PathLike] | None = None,
     baselines: bool = False,
@@ -200,8 +200,8 @@ def table_report(
 ) -> dict[str, Any]:
     """Table 1 for a model: enhance DATA/{MEF,LIME,NPE,VV,DICM} with WEIGHTS and score NIQE.
 
-    Rows: "Input", the model (named after the weights file), "AHE" and "LIME-style" when
-    `baselines`, then each `compare` NAME whose DIR holds the same five set folders of saved
+    Rows: "Input", the model (named after the weights file; "ours" for the shipped model), "AHE"
+    and "LIME-style" when `baselines`, then each `compare` NAME whose DIR holds the same five set folders of saved
     outputs. Enhanced images go to OUT/<row>/<set>/ under the inputs' names (a temporary folder
     when `out` is None); the model's are always rewritten, so stale files are never scored.
     """
@@ -210,7 +210,7 @@ def table_report(
     if not sets:
         raise BadInputError(data, f"none of the test-set folders {', '.join(SETS)} is here")
     missing = [s for s in SETS if s not in sets]
-    model_name = Path(weights).name
+    model_name = Path(weights).name if weights else "ours"
     taken = {"Input", model_name, *(BASELINES if baselines else ())}
     for name, folder in (compare or {}).items():  # checked before the long part
         if name in taken:
@@ -233,7 +233,7 @@ def table_report(
         for name, folder in (compare or {}).items():
             have = [s for s in sets if (Path(folder) / s).is_dir()]
             rows[name] = _score_dir(Path(folder), have, [s for s in SETS if s not in have], name)
-    return {"data": str(data), "weights": str(weights), "out": str(out) if out else None,
+    return {"data": str(data), "weights": str(weights or "shipped model"), "out": str(out) if out else None,
             "sets": list(SETS), "all": "mean over all images pooled", "rows": rows}
 
 

@@ -3,12 +3,15 @@ street scenes for the README's smoke training, and a short dark clip to enhance.
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-__all__ = ["scene", "write_example_images"]
+from .video import VideoInfo, VideoWriter
+
+__all__ = ["scene", "write_dark_clip", "write_example_images"]
 
 
 def scene(height: int, width: int, rng: np.random.Generator, night: bool, phase: float = 0.0) -> np.ndarray:
@@ -51,3 +54,16 @@ def write_example_images(
         Image.fromarray(scene(*size, rng, night)).save(path, quality=92)
         paths.append(path)
     return paths
+
+
+def write_dark_clip(path: Path, frames: int = 36, size: tuple[int, int] = (180, 320), fps: int = 12) -> Path:
+    """A few seconds of a night drive: the lamps and buildings slide past."""
+    info = VideoInfo(
+        path=str(path), codec="h264", width=size[1], height=size[0], pix_fmt="yuv420p",
+        time_base=Fraction(1, fps), rate=Fraction(fps), start_pts=0, duration=frames, frame_count=frames,
+    )  # fmt: skip
+    with VideoWriter(path, info) as writer:
+        for i in range(frames):
+            writer.write(scene(*size, np.random.default_rng(7), night=True, phase=i / frames / 2), pts=i)
+        writer.end_pts = frames
+    return path

@@ -45,6 +45,7 @@ from .devices import autocast
 from .errors import BadInputError
 from .gan import Nets, Optimizers, build_nets, build_optimizers, build_vgg, lr_factor, train_step
 from .losses import EnlightenGANLoss
+from .train_log import StepLog
 from .transforms import to_model_range
 from .weights import load_generator, save_generator
 
@@ -53,9 +54,9 @@ __all__ = ["KILL_ONCE_ENV", "check_config", "fit", "launch", "state_digest", "tr
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
 SAMPLES_FILE = "samples.png"
-METRICS_FILE = "metrics.json"
+METRICS_FILE = "metrics.json"  # the epoch's mean losses, learning rate and images/s
 READ_AHEAD_BYTES = 1 << 30  # per domain and worker: a whole CPU epoch fits, a GPU epoch streams
-SHUFFLE_BUFFER = 64  # augmented crops mixed on each worker, across the blocks Ray Data sends in random order  # the epoch's mean losses, learning rate and images/s
+SHUFFLE_BUFFER = 64  # augmented crops mixed on each worker, across the blocks Ray Data sends in random order
 # Test hook (fault-tolerance test only): when set on the driver to a file path, the last rank
 # SIGKILLs its own process once, in epoch 1 after a checkpoint exists, and creates the file so the
 # restarted worker group does not do it again.
@@ -282,6 +283,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         patches.set_state(state["rng"]["patches"][rank])
         torch.set_rng_state(state["rng"]["torch"][rank])
     per_worker = cfg.train.batch_size // world
+    log = StepLog(cfg.epochs, config.get("steps_per_epoch", 0), cfg.train.batch_size, step, enabled=rank == 0)
 
     summary: dict[str, Any] = {}
     for epoch in range(start, cfg.epochs):
@@ -294,7 +296,9 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             sums = {k: sums.get(k, 0) + v.float() for k, v in metrics.items()}
             _maybe_kill(config.get("kill_once", ""), epoch, rank, world)
             if step % cfg.train.log_every == 0:  # every rank takes the same number of steps
-                ray.train.report({"epoch": epoch + 1, "step": step, **{k: float(v) for k, v in metrics.items()}})
+                values = {k: float(v) for k, v in metrics.items()}
+                log(epoch + 1, step, values)
+                ray.train.report({"epoch": epoch + 1, "step": step, **values})
         lr = opts.generator.param_groups[0]["lr"]  # the rate this epoch trained with
         for sched in scheds:
             sched.step()
@@ -388,10 +392,11 @@ def _init_generator_state(cfg: Config) -> Any:
     return ray.put({k: v.cpu() for k, v in model.state_dict().items()})
 
 
-def fit(cfg: Config) -> ray.train.Result:
+def fit(cfg: Config, verbose: bool = False) -> ray.train.Result:
     """Scan both domains, then train on Ray Train. Connects to a running Ray or starts a local one.
-    Fitting again with the same run.storage_path/run.name resumes from the latest checkpoint."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    Fitting again with the same run.storage_path/run.name resumes from the latest checkpoint.
+    `verbose` keeps Ray Train's own INFO logs (every report in full)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from .data import plan_epoch, scan_domain, training_datasets, validation_images
@@ -415,6 +420,7 @@ def fit(cfg: Config) -> ray.train.Result:
         train_func,
         train_loop_config={
             "config": cfg.to_dict(),
+            "steps_per_epoch": steps,
             "val": validation_images(low, cfg.data.num_val_images, cfg.data.crop_size),
             "init_generator": _init_generator_state(cfg),
             "kill_once": os.environ.get(KILL_ONCE_ENV, ""),
@@ -425,6 +431,7 @@ def fit(cfg: Config) -> ray.train.Result:
             storage_path=_storage_path(cfg.run.storage_path),
             checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep or None),
             failure_config=FailureConfig(max_failures=cfg.failure.max_failures),
+            logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
         ),
         datasets=training_datasets(low, normal, cfg),
     )
@@ -443,7 +450,7 @@ def _write_run_config(cfg: Config) -> str:
     return f"{root}/{CONFIG_FILE}"
 
 
-def launch(cfg: Config, dry_run: bool = False) -> int:
+def launch(cfg: Config, dry_run: bool = False, verbose: bool = False) -> int:
     """`enlighten-ray train` / `jobs/train.py`: print and store the resolved config, train, and say
     where the checkpoints and generator.pt are. `dry_run` validates (config, data listing) only."""
     from .data import list_media
@@ -456,7 +463,7 @@ def launch(cfg: Config, dry_run: bool = False) -> int:
             videos = sum(kind == "video" for _, kind in files)
             print(f"# data.{role}: {len(files) - videos} images, {videos} videos")
         return 0
-    result = fit(cfg)
+    result = fit(cfg, verbose=verbose)
     if result.error is not None:
         print(f"enlighten-ray: training failed: {result.error}", file=sys.stderr)
         return 1

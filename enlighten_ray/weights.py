@@ -1,9 +1,14 @@
 """Generator weight files: ours (weights + the settings to rebuild the model) and the authors'
-released `*_net_G_A.pth` (a DataParallel state dict). Both load with `weights_only=True`."""
+released `*_net_G_A.pth` (a DataParallel state dict). Both load with `weights_only=True`.
+
+The package ships one model of ours, trained by this code (`assets/enlightengan-cpu.pt`, half
+precision, with a JSON card beside it saying what it was trained on and how it scores): it is what
+`enhance`, the Ray batch job and `eval table` use when no weights are given."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,20 +18,35 @@ from .atomic import atomic_output
 from .errors import BadInputError
 from .models.generator import EnlightenGenerator
 
-__all__ = ["FORMAT", "find_generator_file", "load_generator", "read_generator_file", "save_generator"]
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "FORMAT",
+    "find_generator_file",
+    "load_generator",
+    "read_card",
+    "read_generator_file",
+    "save_generator",
+]
 
 FORMAT = "enlighten-ray-generator"
 GENERATOR_FILE = "generator.pt"
+DEFAULT_WEIGHTS = Path(__file__).parent / "assets" / "enlightengan-cpu.pt"
 
 
-def save_generator(model: EnlightenGenerator, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
-    """Write our generator file atomically: {format, version, config, state_dict, meta}."""
+def save_generator(
+    model: EnlightenGenerator, path: str | Path, meta: dict[str, Any] | None = None, half: bool = False
+) -> Path:
+    """Write our generator file atomically: {format, version, config, state_dict, meta}. `half`
+    stores floating-point tensors in fp16 (half the size; loading casts them back to fp32)."""
     model = getattr(model, "module", model)  # accept a DDP-wrapped model
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     payload = {
         "format": FORMAT,
         "version": 1,
         "config": {"width": model.width, "align_corners": model.align_corners},
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": state,
         "meta": dict(meta or {}),
     }
     with atomic_output(path) as tmp:
@@ -34,9 +54,20 @@ def save_generator(model: EnlightenGenerator, path: str | Path, meta: dict[str, 
     return Path(path)
 
 
-def find_generator_file(path: str | Path) -> Path:
-    """A file is itself; a checkpoint directory holds `generator.pt`; a run directory's newest
-    checkpoint (Ray names them `checkpoint_<timestamp>`, which sorts by time) is used."""
+def read_card(weights: str | Path) -> dict[str, Any]:
+    """The JSON card beside a weights file (`x.pt` -> `x.json`), or {} when it has none."""
+    card = Path(weights).with_suffix(".json")
+    return json.loads(card.read_text()) if card.is_file() else {}
+
+
+def find_generator_file(path: str | Path | None) -> Path:
+    """None is the shipped model; a file is itself; a checkpoint directory holds `generator.pt`;
+    a run directory's newest checkpoint (Ray names them `checkpoint_<timestamp>`, which sorts by
+    time) is used."""
+    if path is None:
+        if not DEFAULT_WEIGHTS.is_file():
+            raise BadInputError(DEFAULT_WEIGHTS, "the shipped model is missing from this install: give --weights")
+        return DEFAULT_WEIGHTS
     path = Path(path)
     if path.is_file():
         return path
@@ -79,9 +110,10 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
 
 
 def load_generator(
-    path: str | Path, map_location: str | torch.device = "cpu"
+    path: str | Path | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[EnlightenGenerator, dict[str, Any]]:
-    """The generator in eval mode and an info dict (origin, config, params, id, meta, path)."""
+    """The generator in eval mode and an info dict (origin, config, params, id, meta, path, card);
+    `path` None is the shipped model."""
     file = find_generator_file(path)
     state, config, origin, meta = read_generator_file(file)
     model = EnlightenGenerator(**config)
@@ -102,6 +134,7 @@ def load_generator(
         "params": sum(p.numel() for p in model.parameters()),
         "id": hashlib.sha256(file.read_bytes()).hexdigest()[:12],
         "meta": meta,
+        "card": read_card(file),
     }
     return model.to(map_location).eval(), info
 

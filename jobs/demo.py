@@ -1,84 +1,101 @@
-"""The README's main job on a built-in example: draw small night/day street scenes and a dark
-clip, run the smoke training on Ray Train (2 CPU workers), then enhance the clip and the night
-images with the generator that training produced.
+"""The README's main job: brighten a night clip with the model that ships with the package.
 
-    python jobs/demo.py [--out demo]
+    python jobs/demo.py [--out demo] [--input night.mp4] [--seconds 4]
 
-The smoke model trains for seconds, so it shows the pipeline, not a good enhancement.
+The clip is the first seconds of `$ENLIGHTEN_DATA/video/dashcam_night.mp4` (real night dashcam)
+when ENLIGHTEN_DATA is set, else a dark street clip the project draws itself. Writes
+OUT/<clip>_before_after.mp4 (input | enhanced, side by side) and OUT/<clip>_before_after.png
+(one frame pair), and prints frames, fps and the mean brightness before -> after.
+Training is its own demo: `python jobs/train_demo.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from enlighten_ray.config import load_config
-from enlighten_ray.enhance import Enhancer, enhance_path
-from enlighten_ray.examples import scene, write_example_images
-from enlighten_ray.images import read_image
-from enlighten_ray.train import fit
-from enlighten_ray.video import VideoInfo, VideoReader, VideoWriter
-from enlighten_ray.weights import find_generator_file
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-ROOT = Path(__file__).resolve().parent.parent
+from enlighten_ray.enhance import Enhancer, enhance_video  # noqa: E402
+from enlighten_ray.examples import write_dark_clip  # noqa: E402
+from enlighten_ray.video import VideoReader, VideoWriter  # noqa: E402
 
-
-def write_dark_clip(path: Path, frames: int = 36, size: tuple[int, int] = (96, 128), fps: int = 12) -> Path:
-    """A few seconds of a night drive: the lamps and buildings slide past."""
-    info = VideoInfo(
-        path=str(path), codec="h264", width=size[1], height=size[0], pix_fmt="yuv420p",
-        time_base=Fraction(1, fps), rate=Fraction(fps), start_pts=0, duration=frames, frame_count=frames,
-    )  # fmt: skip
-    with VideoWriter(path, info) as writer:
-        for i in range(frames):
-            writer.write(scene(*size, np.random.default_rng(7), night=True, phase=i / frames / 2), pts=i)
-        writer.end_pts = frames
-    return path
+LUMA = np.array([0.299, 0.587, 0.114])
 
 
-def mean_brightness(path: Path) -> float:
-    if path.suffix == ".mp4":
-        with VideoReader(path) as reader:
-            return float(np.mean([f.rgb.mean() for f in reader.frames()]))
-    return float(np.mean([read_image(p)[0].mean() for p in sorted(path.glob("*.jpg"))]))
+def first_seconds(src: Path, dst: Path, seconds: float) -> Path:
+    """The first `seconds` of `src`, re-encoded, video only: a demo-sized piece of a long clip."""
+    with VideoReader(src) as reader:
+        info = reader.info
+        end = info.start_pts + round(seconds / info.time_base)
+        with VideoWriter(dst, info) as writer:
+            for frame in reader.frames(end_pts=end):
+                writer.write(frame.rgb, frame.pts)
+            writer.end_pts = min(end, reader.end_pts or end)
+    return dst
+
+
+def halves(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """Mean RGB of the left (input) and right (enhanced) halves over all frames, and the frame count."""
+    left, right, count = np.zeros(3), np.zeros(3), 0
+    with VideoReader(path) as reader:
+        for frame in reader.frames():
+            w = frame.rgb.shape[1] // 2
+            left += frame.rgb[:, :w].reshape(-1, 3).mean(axis=0)
+            right += frame.rgb[:, w:].reshape(-1, 3).mean(axis=0)
+            count += 1
+    return left / max(count, 1), right / max(count, 1), count
+
+
+def middle_frame(path: Path) -> np.ndarray:
+    with VideoReader(path) as reader:
+        frames = [f.rgb for f in reader.frames()]
+    return frames[len(frames) // 2]
+
+
+def describe(rgb: np.ndarray) -> str:
+    return f"luma {float(rgb @ LUMA):5.1f} (R/G/B {rgb[0]:.0f}/{rgb[1]:.0f}/{rgb[2]:.0f})"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="demo", help="folder for the example data, the run and the outputs")
+    parser.add_argument("--out", default="demo", help="folder for the outputs")
+    parser.add_argument("--input", help="a night video (default: the dashcam clip or a drawn one, see above)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="enhance this many seconds of the clip")
     args = parser.parse_args()
     out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
 
-    low = out / "data" / "low"
-    normal = out / "data" / "normal"
-    write_example_images(low, 16, night=True, seed=1)
-    write_example_images(normal, 16, night=False, seed=2)
-    clip = write_dark_clip(out / "night_drive.mp4")
-    print(f"# example data in {out / 'data'}, dark clip {clip}")
+    data = os.environ.get("ENLIGHTEN_DATA")
+    source = Path(args.input) if args.input else Path(data or "") / "video" / "dashcam_night.mp4"
+    if args.input or (data and source.is_file()):
+        clip = first_seconds(source, out / f"{source.stem}_first{args.seconds:g}s.mp4", args.seconds)
+    else:
+        clip = write_dark_clip(out / "drawn_night_drive.mp4")
+    print(f"# night clip: {clip}")
 
-    # A run name per invocation: the same name would resume (and here, find finished) the last run.
-    name = time.strftime("demo-%Y%m%d-%H%M%S")
-    overrides = [f"data.low={low}", f"data.normal={normal}", f"run.storage_path={out / 'runs'}", f"run.name={name}"]
-    result = fit(load_config(ROOT / "configs" / "smoke.yaml", overrides))
-    if result.error is not None or result.checkpoint is None:
-        print(f"demo: training failed: {result.error}", file=sys.stderr)
-        return 1
-    weights = find_generator_file(result.checkpoint.path)
-    print(f"# trained generator: {weights}")
+    enhancer = Enhancer.from_weights(None)  # the shipped model
+    print(f"# model: the shipped generator, {enhancer.precision} on {enhancer.device}")
+    pair = out / f"{clip.stem}_before_after.mp4"
+    started = time.perf_counter()
+    enhance_video(clip, pair, enhancer, side_by_side=True)
+    seconds = time.perf_counter() - started
 
-    enhancer = Enhancer.from_weights(weights, device="cpu")
-    bright = out / "night_drive_enhanced.mp4"
-    enhance_path(clip, bright, enhancer, overwrite=True, progress=False)
-    enhance_path(low, out / "enhanced", enhancer, overwrite=True, progress=False)
-    print(f"# enhanced clip: {bright}  (mean brightness {mean_brightness(clip):.1f} -> {mean_brightness(bright):.1f})")
-    print(f"# enhanced images: {out / 'enhanced'}")
-    print("# (the smoke model trains for seconds: it shows the pipeline, not a good enhancement)")
-    print(f"# next: enlighten-ray info {weights}")
+    before, after, frames = halves(pair)
+    png = pair.with_suffix(".png")
+    Image.fromarray(middle_frame(pair)).save(png)
+    print(f"# {frames} frames in {seconds:.1f} s ({frames / seconds:.2f} fps)")
+    print(f"# before: {describe(before)}")
+    print(f"# after:  {describe(after)}")
+    print(f"# side by side (input | enhanced): {pair}")
+    print(f"# one frame pair: {png}")
+    print(f"# next: enlighten-ray enhance {source if source.is_file() else clip} bright.mp4")
     return 0
 
 

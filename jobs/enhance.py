@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enlighten_ray.batch import FRAME_FORMATS, BatchOptions, run  # noqa: E402
+from enlighten_ray.enhance import PRECISIONS  # noqa: E402
 from enlighten_ray.errors import BadInputError  # noqa: E402
 
 
@@ -41,13 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--input", required=True, metavar="DIR_OR_URI", help="folder, file, or s3:// gs:// ... URI")
     p.add_argument("--output", required=True, metavar="DIR_OR_URI", help="output folder or URI (mirrors the input)")
-    p.add_argument("--weights", required=True, metavar="PATH", help="generator file, checkpoint dir or *_net_G_A.pth")
+    p.add_argument(
+        "--weights", metavar="PATH", help="generator file, checkpoint dir or *_net_G_A.pth (default: the shipped model)"
+    )
     p.add_argument("--format", metavar="EXT", help="write images as EXT (png, jpg, ...) instead of the input's format")
     p.add_argument("--frames-out", metavar="DIR_OR_URI", help="write videos as enhanced frames here, not as videos")
     p.add_argument("--frames-format", default="png", choices=FRAME_FORMATS, help="frame files, or Parquet rows")
     p.add_argument("--segment-seconds", type=float, default=10.0, help="videos are cut at keyframes about this often")
     p.add_argument("--strength", type=float, default=1.0, help="0 = unchanged, 1 = the paper, up to 2")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="GPU math; fp32 on CPU")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="auto = bf16 where native, else fp32")
     p.add_argument("--batch-size", type=int, default=4, help="images or frames per model call")
     p.add_argument("--tile", type=_non_negative, help="enhance in overlapping N px tiles; 0 = never")
     p.add_argument("--max-side", type=_non_negative, help="enhance at most N px on the longer side, apply at full size")

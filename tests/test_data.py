@@ -171,9 +171,24 @@ def test_shorter_domain_cycles_to_the_longer_one(ray_cluster, tmp_path: Path) ->
     cfg = load_config("configs/smoke.yaml", ["train.max_steps_per_epoch=0"])
     low = scan_domain(str(tmp_path / "low"), cfg.data, "low")
     normal = scan_domain(str(tmp_path / "normal"), cfg.data, "normal")
-    assert plan_epoch(3, 11, cfg) == (2, 8)  # 11 // 4 full global batches
+    assert plan_epoch(3, 11, cfg) == (3, 12)  # rounded up, as the release's DataLoader without drop_last
+    paper = load_config(None, ["train.batch_size=32"])
+    assert plan_epoch(914, 1016, paper) == (32, 1024)
     datasets = training_datasets(low, normal, cfg)
-    assert datasets["low"].count() == datasets["normal"].count() == 8
+    assert datasets["low"].count() == datasets["normal"].count() == 12
     capped = load_config("configs/smoke.yaml", ["train.max_steps_per_epoch=1"])
     assert plan_epoch(3, 11, capped) == (1, 4)
     assert plan_epoch(1, 2, capped) == (1, 4)  # fewer items than one batch: still one step
+
+
+def test_holdout_files_never_reach_training(ray_cluster, tmp_path: Path) -> None:
+    write_images(tmp_path / "low" / "sub", 5, dark=True)
+    listing = tmp_path / "holdout.txt"
+    listing.write_text("# kept for checkpoint selection\nsub/img_001.jpg\n\nsub/img_003.jpg\n")
+    cfg = load_config("configs/smoke.yaml", [f"data.holdout={listing}"])
+    scan = scan_domain(str(tmp_path / "low"), cfg.data, "low")
+    assert sorted(Path(p).name for p, _ in scan.keys) == ["img_000.jpg", "img_002.jpg", "img_004.jpg"]
+    assert scan_domain(str(tmp_path / "low"), cfg.data, "normal").count == 5  # the low domain's list only
+    listing.write_text("sub/img_001.jpg\nsub/missing.jpg\n")
+    with pytest.raises(BadInputError, match="missing.jpg"):
+        scan_domain(str(tmp_path / "low"), cfg.data, "low")

@@ -131,8 +131,9 @@ def test_refuses_to_write_over_the_input(tmp_path: Path, weights: Path, capsys: 
 def test_missing_weights_and_bad_single_input_are_one_line_errors(
     tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert main(["enhance", "a.mp4", "b.mp4"]) == 2
-    assert "--weights" in capsys.readouterr().err
+    missing = tmp_path / "no.pt"
+    assert main(["enhance", str(tmp_path / "a.mp4"), str(tmp_path / "b.mp4"), "--weights", str(missing)]) == 2
+    assert "no.pt" in capsys.readouterr().err
     song = tmp_path / "song.mp4"
     song.write_bytes(b"\x00" * 1000)
     assert main(["enhance", str(song), str(tmp_path / "o.mp4"), "--weights", str(weights), "--device", "cpu"]) == 2

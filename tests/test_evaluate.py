@@ -151,3 +151,42 @@ def test_eval_table_refuses_bad_folders_before_enhancing(tmp_path, tiny_weights,
                      "--compare", compare, "--out", str(tmp_path / "out")])
         assert code == 2 and why in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing was enhanced
+
+
+def test_eval_curve_scores_each_checkpoint_reuses_known_rows_and_plots(tmp_path, capsys):
+    import torch
+
+    from enlighten_ray.models import EnlightenGenerator
+    from enlighten_ray.weights import save_generator
+
+    images = tmp_path / "low"
+    for i in range(3):
+        save(photo((120, 160), seed=i), images / f"held out {i}.jpg")
+    save(photo((120, 160), seed=9), images / "trained on.jpg")
+    listing = tmp_path / "holdout.txt"
+    listing.write_text("# held out\nheld out 0.jpg\nheld out 1.jpg\nheld out 2.jpg\n")
+    run = tmp_path / "run"
+    for epoch in (1, 2):
+        torch.manual_seed(epoch)
+        ckpt = run / f"checkpoint_2026-01-0{epoch}_00-00-00.000000"
+        save_generator(EnlightenGenerator(width=4), ckpt / "generator.pt", {"epoch": epoch, "step": 10 * epoch})
+        (ckpt / "metrics.json").write_text(json.dumps({"epoch": epoch, "g_global": 0.5, "d_global": 0.2 * epoch}))
+    out_json, png = tmp_path / "curve.json", tmp_path / "curve.png"
+    args = ["eval", "curve", str(run), "--images", str(images), "--holdout", str(listing)]
+    assert main([*args, "--json", str(out_json), "--plot", str(png)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert [r["epoch"] for r in rows] == [0, 1, 2] and rows[0]["checkpoint"] == "input"
+    inputs = [np.asarray(Image.open(images / f"held out {i}.jpg")) for i in range(3)]
+    assert rows[0]["niqe"] == pytest.approx(np.mean([niqe(x) for x in inputs]))
+    rgb = np.mean([x.reshape(-1, 3).mean(0) for x in inputs], 0)
+    assert rows[0]["luma"] == pytest.approx(rgb @ [0.299, 0.587, 0.114])
+    assert rows[2]["d_global"] == pytest.approx(0.4) and rows[1]["step"] == 10
+    assert Image.open(png).size[0] > 600
+    # A known row is reused as it is, not recomputed.
+    rows[1]["niqe"] = -1.0
+    out_json.write_text(json.dumps(rows))
+    assert main([*args, "--json", str(out_json)]) == 0
+    assert json.loads(out_json.read_text())[1]["niqe"] == -1.0
+    listing.write_text("not here.jpg\n")
+    assert main(args) == 2
+    assert "not here.jpg" in capsys.readouterr().err

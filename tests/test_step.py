@@ -96,3 +96,15 @@ def test_images_smaller_than_the_crop_are_resized_not_a_crash() -> None:
     assert to_model_range(np.array([[[0, 255, 128]]], np.uint8)).flatten().tolist() == pytest.approx(
         [-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6
     )
+
+
+def test_networks_start_from_the_release_init() -> None:
+    torch.manual_seed(0)
+    nets = build_nets(load_config(None, []))
+    for net in (nets.generator, nets.d_global, nets.d_local):
+        convs = [m.weight for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+        std = torch.cat([w.flatten() for w in convs]).std().item()
+        assert abs(std - 0.02) < 0.002, std
+    gammas = torch.cat([m.weight for m in nets.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    betas = torch.cat([m.bias for m in nets.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+    assert abs(gammas.mean().item() - 1) < 0.01 and gammas.std().item() < 0.03 and not betas.any()

@@ -52,7 +52,12 @@ def test_two_workers_checkpoint_identical_ranks_export_and_resume(ray_cluster, t
     ckpts = checkpoint_dirs(run)
     assert len(ckpts) == 2
     for ckpt in ckpts:
-        assert {"generator.pt", "state.pt", "config.yaml", "samples.png"} <= {p.name for p in ckpt.iterdir()}
+        assert {"generator.pt", "state.pt", "config.yaml", "samples.png", "metrics.json"} <= {
+            p.name for p in ckpt.iterdir()
+        }
+    epoch_means = json.loads((ckpts[-1] / "metrics.json").read_text())
+    assert epoch_means["epoch"] == 2 and epoch_means["images_per_s"] > 0 and "d_local" in epoch_means
+    assert epoch_means["vgg"] == {"source": "random", "file": "random"}
     state = torch.load(ckpts[-1] / "state.pt", weights_only=True)
     nets = state["nets"]
     assert state_digest([nets["generator"], nets["d_global"], nets["d_local"]]) == digests[0]
@@ -138,3 +143,32 @@ def test_dry_run_prints_config_and_data(tmp_path: Path, capsys) -> None:
     assert main([*args, "--set", f"data.normal={tmp_path / 'normal'}", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "width: 4" in out and "# data.low: 3 images, 0 videos" in out and "# data.normal: 2 images" in out
+
+
+def test_read_ahead_keeps_order_and_raises_the_readers_error() -> None:
+    from enlighten_ray.train import _read_ahead
+
+    batches = [{"x": torch.full((2,), float(i))} for i in range(5)]
+    assert [int(b["x"][0]) for b in _read_ahead(iter(batches))] == [0, 1, 2, 3, 4]
+
+    def broken():
+        yield batches[0]
+        raise OSError("shard lost")
+
+    got = _read_ahead(broken())
+    assert int(next(got)["x"][0]) == 0
+    with pytest.raises(OSError, match="shard lost"):
+        next(got)
+
+
+def test_step_log_line_has_losses_rate_and_eta(capsys) -> None:
+    from enlighten_ray.train_log import StepLog, format_eta
+
+    log = StepLog(epochs=2, steps_per_epoch=10, batch_size=8, first_step=0, enabled=True)
+    log.last_time -= 8.0  # 8 steps of 8 images in 8 s: 8 img/s
+    line = log(1, 8, {"g_total": 2.5, "d_global": 0.25, "rank_digests": 0.0})
+    assert line.startswith("epoch 1/2 step 8/20 g_total 2.500 d_global 0.250 |") and "rank_digests" not in line
+    rate = float(line.split("|")[1].split()[0])
+    assert 7.5 < rate <= 8.0 and line.endswith("ETA 0h00m")  # 12 steps x 8 images at 8 img/s: 12 s
+    assert capsys.readouterr().err.strip() == line
+    assert format_eta(3 * 3600 + 25 * 60) == "3h25m"

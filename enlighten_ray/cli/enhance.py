@@ -1,11 +1,12 @@
-"""`enlighten-ray enhance INPUT OUTPUT --weights W`: videos, images or folders on one machine."""
+"""`enlighten-ray enhance INPUT OUTPUT [--weights W]`: videos, images or folders on one machine."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..errors import BadInputError
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # enhance.PRECISIONS, without importing torch for --help
+
 
 DESCRIPTION = """\
 Enhance a low-light video, image, or folder of both (recursed; the layout is mirrored under OUTPUT).
@@ -13,7 +14,8 @@ Videos keep their frame timestamps, duration, audio/subtitle streams (copied, no
 rotation and colour tags; output is 8-bit. Existing outputs are skipped unless --overwrite.
 
 examples:
-  enlighten-ray enhance night.mp4 night_bright.mp4 --weights generator.pt
+  enlighten-ray enhance night.mp4 night_bright.mp4
+  enlighten-ray enhance night.mp4 night_bright.mp4 --weights runs/mine/checkpoint_.../generator.pt
   enlighten-ray enhance night.mov review.mkv --weights 200_net_G_A.pth --side-by-side
   enlighten-ray enhance photos/ bright/ --weights runs/exp1 --device cuda:1 --precision bf16
   enlighten-ray enhance drone_8k.mp4 out.mp4 --weights generator.pt --tile 512 --crf 20 --preset slow
@@ -46,10 +48,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--weights",
         metavar="PATH",
-        help="our generator file, a training checkpoint or run directory, or the authors' *_net_G_A.pth (required)",
+        help="our generator file, a training checkpoint or run directory, or the authors' *_net_G_A.pth "
+        "(default: the model that ships with the package; `enlighten-ray info` describes it)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="GPU math; fp32 on CPU")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=PRECISIONS,
+        help="auto = bf16 on GPUs and CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere; fp16 is for GPUs",
+    )
     p.add_argument("--batch-size", type=int, default=4, metavar="N", help="frames per model call")
     p.add_argument("--strength", type=_strength, default=1.0, metavar="S", help="0 = unchanged, 1 = the paper, up to 2")
     p.add_argument(
@@ -83,10 +91,6 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.weights:
-        raise BadInputError(
-            "--weights", "required (no default weights ship yet): a generator file, checkpoint or *_net_G_A.pth"
-        )
     from ..enhance import Enhancer, enhance_path
     from ..video import EncoderOptions
 

@@ -6,6 +6,8 @@ Examples:
   enlighten-ray eval table --weights generator.pt --data "$ENLIGHTEN_DATA/eval" --baselines \\
       --compare authors=authors_outputs --json table.json
   enlighten-ray eval sheet "$ENLIGHTEN_DATA/eval/LIME" outputs/LIME -o sheet.png -o sheet.html
+  enlighten-ray eval curve runs/cpu --images "$ENLIGHTEN_DATA/train/low" --holdout configs/holdout_low.txt \\
+      --json curve.json --plot curve.png
 """
 
 from __future__ import annotations
@@ -48,13 +50,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
 
     q = sub.add_parser("table", help="the paper's Table 1 (mean NIQE on MEF, LIME, NPE, VV, DICM) for a model")
-    q.add_argument("--weights", required=True, help="generator file, checkpoint or run directory, or *_net_G_A.pth")
+    q.add_argument("--weights", help="generator file, checkpoint or run directory, or *_net_G_A.pth "
+                   "(default: the shipped model)")
     q.add_argument("--data", required=True, metavar="DIR", help="folder holding MEF, LIME, NPE, VV, DICM")
     q.add_argument("--compare", action="append", type=_name_dir, default=[], metavar="NAME=DIR",
                    help="extra row: saved outputs of another method in DIR/<set>/ (repeatable)")
     q.add_argument("--baselines", action="store_true", help="add the AHE (CLAHE) and LIME-style rows")
     q.add_argument("--out", metavar="DIR", help="keep the enhanced images in DIR/<row>/<set>/ (default: temporary)")
     q.add_argument("--json", metavar="FILE", help="also write the table and per-image scores as JSON")
+
+    q = sub.add_parser("curve", help="a run's learning curve: held-out NIQE, brightness and losses per checkpoint")
+    q.add_argument("run", metavar="RUN_DIR", help="training run directory (holding checkpoint_*)")
+    q.add_argument("--images", required=True, metavar="DIR", help="the low images folder (data.low)")
+    q.add_argument("--holdout", required=True, metavar="FILE", help="the hold-out list (data.holdout)")
+    q.add_argument("--json", metavar="FILE", help="write the rows here; checkpoints already in it are reused")
+    q.add_argument("--plot", metavar="PNG", help="also plot the curve")
 
     q = sub.add_parser("sheet", help="before/after contact sheet: a column per folder, a row per image")
     q.add_argument("input_dir", metavar="INPUT_DIR", help="the original images (one row each)")
@@ -82,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate.table_report(args.weights, args.data, compare, args.baselines, args.out)
         print(evaluate.format_table(report))
         failed = any(row["errors"] for row in report["rows"].values())
+    elif args.eval_command == "curve":
+        return _curve(args)
     else:
         w, h = evaluate.make_sheet(args.input_dir, args.output_dirs, args.output, args.height)
         print(f"sheet {w}x{h}: {', '.join(args.output)}")
@@ -91,3 +103,24 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print("enlighten-ray eval: some images could not be scored (listed above)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _curve(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .. import curve
+
+    known = {}
+    if args.json and Path(args.json).is_file():
+        known = {row["checkpoint"]: row for row in json.loads(Path(args.json).read_text())}
+    rows = curve.checkpoint_curve(args.run, curve.holdout_images(args.images, args.holdout), known)
+    print(f"{'checkpoint':<40} {'epoch':>5} {'NIQE':>6} {'luma':>6}  R/G/B")
+    for r in rows:
+        print(f"{r['checkpoint']:<40} {r['epoch']:>5} {r['niqe']:>6.3f} {r['luma']:>6.1f}  "
+              f"{r['r']:.0f}/{r['g']:.0f}/{r['b']:.0f}")
+    if args.json:
+        evaluate.write_json(rows, args.json)
+    if args.plot:
+        curve.plot_curve(rows, args.plot, title=f"{Path(args.run).name}: {len(rows) - 1} checkpoints")
+    return 0

@@ -16,6 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("source", help="checkpoint directory, run directory or weights file")
     p.add_argument("output", help="generator file to write (.pt)")
+    p.add_argument("--half", action="store_true", help="store the weights in fp16 (half the size)")
     p.set_defaults(func=run)
 
 
@@ -29,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
     if Path(args.output).resolve() == Path(info["path"]).resolve():
         raise BadInputError(args.output, "refusing to overwrite the source weights")
     meta = {**info["meta"], "exported_from": info["path"], "source_origin": info["origin"]}
-    save_generator(model, args.output, meta)
+    save_generator(model, args.output, meta, half=args.half)
     print(f"wrote {args.output} ({info['params']:,} parameters, from {info['path']})")
     return 0

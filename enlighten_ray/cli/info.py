@@ -1,4 +1,4 @@
-"""`enlighten-ray info WEIGHTS`: what a weights file is before you use it."""
+"""`enlighten-ray info [WEIGHTS]`: what a weights file (by default the shipped model) is before you use it."""
 
 from __future__ import annotations
 
@@ -11,11 +11,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "info",
         help="print a weights file's model settings, parameter count and origin",
         description="Print the model settings, parameter count and origin (ours / official) of a "
-        "generator file, a training checkpoint or a run directory.\n\n"
+        "generator file, a training checkpoint or a run directory; without WEIGHTS, of the model that "
+        "ships with the package, with its card (training data, recipe, scores).\n\n"
         "example: enlighten-ray info runs/smoke/checkpoint_2026-01-01_00-00-00.000000",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("weights", help="generator file, *_net_G_A.pth, checkpoint or run directory")
+    p.add_argument(
+        "weights",
+        nargs="?",
+        help="generator file, *_net_G_A.pth, checkpoint or run directory (default: the shipped model)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)
 
@@ -35,4 +40,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"model.{key}: {value}")
     for key, value in info["meta"].items():
         print(f"meta.{key}: {value}")
+    for key, value in info["card"].items():
+        print(f"card.{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
     return 0

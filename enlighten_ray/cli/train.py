@@ -23,6 +23,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override one config value (repeatable)"
     )
     p.add_argument("--dry-run", action="store_true", help="validate the config and list the data, then exit")
+    p.add_argument("--verbose", action="store_true", help="also show Ray Train's own logs (every report in full)")
     p.set_defaults(func=run)
 
 
@@ -30,4 +31,4 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_config
     from ..train import launch
 
-    return launch(load_config(args.config, args.set), dry_run=args.dry_run)
+    return launch(load_config(args.config, args.set), dry_run=args.dry_run, verbose=args.verbose)
