@@ -1,6 +1,6 @@
 """The README's main job: brighten a night clip with the model that ships with the package.
 
-    python jobs/demo.py [--out demo] [--input night.mp4] [--seconds 4]
+    python jobs/demo.py [--out demo] [--input night.mp4] [--seconds 2]
 
 The clip is the first seconds of `$ENLIGHTEN_DATA/video/dashcam_night.mp4` (real night dashcam)
 when ENLIGHTEN_DATA is set, else a dark street clip the project draws itself. Writes
@@ -67,7 +67,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo", help="folder for the outputs")
     parser.add_argument("--input", help="a night video (default: the dashcam clip or a drawn one, see above)")
-    parser.add_argument("--seconds", type=float, default=4.0, help="enhance this many seconds of the clip")
+    parser.add_argument("--seconds", type=float, default=2.0, help="enhance this many seconds of the clip")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
