@@ -17,11 +17,11 @@ from .enhance import Enhancer
 from .errors import BadInputError
 from .evaluate import read_rgb
 from .metrics import niqe
+from .models.generator import LUMA
 from .weights import GENERATOR_FILE, load_generator
 
 __all__ = ["checkpoint_curve", "holdout_images", "output_stats", "plot_curve"]
 
-LUMA = (0.299, 0.587, 0.114)  # Rec.601
 LOSSES = ("g_global", "g_local", "sfp", "d_global", "d_local")
 
 

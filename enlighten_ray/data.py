@@ -156,7 +156,7 @@ def _without_holdout(files: list[tuple[str, str]], uri: str, holdout: str) -> li
     """Leave out the low files named in the hold-out list (paths relative to data.low). A name that
     matches nothing is an error: a silently ignored hold-out would leak into training."""
     names = set(read_holdout(holdout))
-    root = files[0][0] if len(files) == 1 else _filesystem(uri)[1].rstrip("/") + "/"
+    root = _filesystem(uri)[1].rstrip("/") + "/"
     kept = [(p, k) for p, k in files if p.removeprefix(root) not in names]
     if len(files) - len(kept) != len(names):
         found = {p.removeprefix(root) for p, _ in files}

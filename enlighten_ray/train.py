@@ -215,7 +215,7 @@ def _write_checkpoint(folder: Path, nets: Nets, opts: Optimizers, scheds: list[A
     torch.save(state, folder / STATE_FILE)
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(info["config"], sort_keys=False))
     (folder / METRICS_FILE).write_text(json.dumps(info["metrics"], indent=1))
-    meta = {"epoch": info["epoch"], "step": info["step"], "vgg": info["vgg"]}
+    meta = {"epoch": info["epoch"], "step": info["step"], "vgg": info["metrics"]["vgg"]}
     save_generator(g, folder / "generator.pt", meta)
 
 
@@ -344,7 +344,6 @@ def _checkpoint(
                 "rng": rng,
                 "config": config["config"],
                 "metrics": summary,
-                "vgg": summary["vgg"],
             }
             _write_checkpoint(Path(tmp), nets, opts, scheds, info)
             _save_samples(nets.generator, config["val"], Path(tmp) / SAMPLES_FILE, device)

@@ -57,7 +57,12 @@ def save_generator(
 def read_card(weights: str | Path) -> dict[str, Any]:
     """The JSON card beside a weights file (`x.pt` -> `x.json`), or {} when it has none."""
     card = Path(weights).with_suffix(".json")
-    return json.loads(card.read_text()) if card.is_file() else {}
+    if not card.is_file():
+        return {}
+    try:
+        return json.loads(card.read_text())
+    except (OSError, ValueError) as exc:
+        raise BadInputError(card, f"cannot read the model card beside the weights ({exc})") from exc
 
 
 def find_generator_file(path: str | Path | None) -> Path:
@@ -99,7 +104,7 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise BadInputError(
-            path, f"cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            path, f"cannot read weights ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})"
         ) from exc
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj["state_dict"], dict(obj["config"]), "ours", dict(obj.get("meta", {}))

@@ -24,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from enlighten_ray.enhance import Enhancer, enhance_video  # noqa: E402
 from enlighten_ray.examples import write_dark_clip  # noqa: E402
+from enlighten_ray.models.generator import LUMA  # noqa: E402
 from enlighten_ray.video import VideoReader, VideoWriter  # noqa: E402
-
-LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def first_seconds(src: Path, dst: Path, seconds: float) -> Path:
@@ -60,7 +59,7 @@ def middle_frame(path: Path) -> np.ndarray:
 
 
 def describe(rgb: np.ndarray) -> str:
-    return f"luma {float(rgb @ LUMA):5.1f} (R/G/B {rgb[0]:.0f}/{rgb[1]:.0f}/{rgb[2]:.0f})"
+    return f"luma {float(rgb @ np.array(LUMA)):5.1f} (R/G/B {rgb[0]:.0f}/{rgb[1]:.0f}/{rgb[2]:.0f})"
 
 
 def main() -> int:

