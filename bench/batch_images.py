@@ -31,11 +31,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from enlighten_ray.batch import BatchOptions, run
-from enlighten_ray.enhance import Enhancer
-from enlighten_ray.images import read_image, write_image
+from enlighten_ray.infer.enhancer import Enhancer
+from enlighten_ray.infer.ray_job import BatchOptions, run
+from enlighten_ray.infer.settings import EnhanceSettings
+from enlighten_ray.io.images import read_image, write_image
 from enlighten_ray.models import EnlightenGenerator
-from enlighten_ray.weights import load_generator, save_generator
+from enlighten_ray.models.weights import load_generator, save_generator
 
 
 def synthetic_images(folder: Path, count: int, size: int) -> list[Path]:
@@ -55,7 +56,7 @@ def synthetic_images(folder: Path, count: int, size: int) -> list[Path]:
 
 def loop_images_per_s(weights: Path, images: list[Path], out: Path, device: str, batch_size: int) -> float:
     model, _ = load_generator(weights)
-    enhancer = Enhancer(model, device=device, batch_size=batch_size)
+    enhancer = Enhancer(model, EnhanceSettings(batch_size=batch_size), device=device)
     enhancer(np.zeros((64, 64, 3), np.uint8))  # first-call setup (allocator, kernels) is not throughput
     start = time.perf_counter()
     for path in images:
@@ -126,7 +127,7 @@ def main() -> None:
         common = {
             "input": str(root / "in"),
             "weights": str(weights),
-            "batch_size": args.batch_size,
+            "settings": EnhanceSettings(batch_size=args.batch_size),
             "concurrency": args.concurrency,
             "num_gpus_per_actor": 1 if args.device == "cuda" else 0,
         }

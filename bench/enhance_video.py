@@ -21,10 +21,13 @@ import av
 import numpy as np
 import torch
 
-from enlighten_ray.enhance import PRECISIONS, Enhancer, enhance_video
+from enlighten_ray.infer.enhancer import Enhancer
+from enlighten_ray.infer.local import enhance_video
+from enlighten_ray.infer.settings import PRECISIONS, EnhanceSettings
+from enlighten_ray.io.encode import EncoderOptions
+from enlighten_ray.io.video import VideoReader
 from enlighten_ray.models import EnlightenGenerator
-from enlighten_ray.video import EncoderOptions, VideoReader
-from enlighten_ray.weights import load_generator
+from enlighten_ray.models.weights import load_generator
 
 
 def synthetic_clip(path: Path, frames: int, width: int = 640, height: int = 360) -> Path:
@@ -77,8 +80,8 @@ def main() -> None:
     parser.add_argument("--weights", help="generator weights (default: random init at --width)")
     parser.add_argument("--width", type=int, default=32, help="generator width without --weights (32 = the paper)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda[:N]")
-    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--precision", default=EnhanceSettings().precision, choices=PRECISIONS)
+    parser.add_argument("--batch-size", type=int, default=EnhanceSettings().batch_size)
     parser.add_argument("--seconds", type=float, default=2.0, help="clip length")
     parser.add_argument("--preset", default=None, help="encoder preset (default: libx264's medium)")
     args = parser.parse_args()
@@ -89,7 +92,8 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         model, model_desc = EnlightenGenerator(width=args.width), {"weights": None, "width": args.width}
-    enhancer = Enhancer(model, device=args.device, precision=args.precision, batch_size=args.batch_size)
+    settings = EnhanceSettings(precision=args.precision, batch_size=args.batch_size)
+    enhancer = Enhancer(model, settings, device=args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -102,8 +106,11 @@ def main() -> None:
         with VideoReader(clip) as reader:
             frames = [f.rgb for f in reader.frames()]
         gen_fps = generator_only_fps(enhancer, frames)
-        fp32 = enhancer if enhancer.precision == "fp32" else Enhancer(model, device=args.device, precision="fp32",
-                                                                       batch_size=args.batch_size)
+        fp32 = (
+            enhancer
+            if enhancer.precision == "fp32"
+            else Enhancer(model, settings, device=args.device, precision="fp32")
+        )
         fp32_fps = gen_fps if fp32 is enhancer else generator_only_fps(fp32, frames)
 
         start = time.perf_counter()

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enlighten_ray.config import load_config  # noqa: E402
 from enlighten_ray.devices import autocast, native_bf16  # noqa: E402
-from enlighten_ray.gan import build_nets, build_optimizers, build_vgg, train_step  # noqa: E402
-from enlighten_ray.losses import EnlightenGANLoss, crop_patches, sfp_loss  # noqa: E402
+from enlighten_ray.train.losses import EnlightenGANLoss, crop_patches, sfp_loss  # noqa: E402
+from enlighten_ray.train.step import build_nets, build_optimizers, build_vgg, train_step  # noqa: E402
 
 
 def cpu_name() -> str:

@@ -32,10 +32,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enlighten_ray.config import load_config  # noqa: E402
-from enlighten_ray.data import scan_domain, training_datasets  # noqa: E402
 from enlighten_ray.examples import write_example_images  # noqa: E402
-from enlighten_ray.gan import build_nets, build_optimizers, build_vgg, train_step  # noqa: E402
-from enlighten_ray.losses import EnlightenGANLoss  # noqa: E402
+from enlighten_ray.train.data import scan_domain, training_datasets  # noqa: E402
+from enlighten_ray.train.losses import EnlightenGANLoss  # noqa: E402
+from enlighten_ray.train.step import build_nets, build_optimizers, build_vgg, train_step  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:

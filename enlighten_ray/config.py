@@ -12,13 +12,13 @@ from typing import Any
 
 import yaml
 
-from .errors import BadInputError
+from enlighten_ray.errors import BadInputError
 
 __all__ = ["Config", "load_config", "apply_overrides", "from_dict"]
 
 
 @dataclass
-class ModelConfig:
+class ModelSettings:
     width: int = 32  # generator base channels (32 in the paper: 32/64/128/256/512)
     align_corners: bool = True  # torch 0.3 bilinear behaviour the released weights were trained with
     ndf: int = 64  # discriminator base channels
@@ -27,7 +27,7 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataSettings:
     low: str = ""  # folder or URI of low-light images or videos
     normal: str = ""  # folder or URI of well-exposed images or videos
     crop_size: int = 320
@@ -43,7 +43,7 @@ class DataConfig:
 
 
 @dataclass
-class LossConfig:
+class LossSettings:
     global_weight: float = 1.0
     local_weight: float = 1.0
     sfp_weight: float = 1.0  # self feature preserving (VGG relu5_1) loss
@@ -57,7 +57,7 @@ class LossConfig:
 
 
 @dataclass
-class OptimConfig:
+class OptimSettings:
     lr: float = 1e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -66,7 +66,7 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainSettings:
     batch_size: int = 32  # global, split across workers
     seed: int = 0
     checkpoint_every: int = 1  # epochs
@@ -76,7 +76,7 @@ class TrainConfig:
 
 
 @dataclass
-class ScalingConfig:
+class ScalingSettings:
     num_workers: int = 1
     use_gpu: bool = True
     cpus_per_worker: float = 1.0
@@ -85,27 +85,27 @@ class ScalingConfig:
 
 
 @dataclass
-class RunConfig:
+class RunSettings:
     name: str = "enlightengan"
     storage_path: str = "runs"
     num_to_keep: int = 0  # checkpoints kept; 0 = all
 
 
 @dataclass
-class FailureConfig:
+class FailureSettings:
     max_failures: int = 0  # worker-group restarts from the last checkpoint
 
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    scaling: ScalingConfig = field(default_factory=ScalingConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    failure: FailureConfig = field(default_factory=FailureConfig)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    run: RunSettings = field(default_factory=RunSettings)
+    failure: FailureSettings = field(default_factory=FailureSettings)
 
     @property
     def epochs(self) -> int:

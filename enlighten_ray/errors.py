@@ -8,3 +8,15 @@ class BadInputError(ValueError):
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to one line of at most 200 characters (its type if it has none)."""
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+
+
+def reason(exc: BaseException) -> str:
+    """Why something failed, in one line: a `BadInputError`'s reason, else the type and message."""
+    if isinstance(exc, BadInputError):
+        return exc.reason
+    return f"{type(exc).__name__}: {first_line(exc)}"

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .video import VideoInfo, VideoWriter
+from enlighten_ray.io.encode import VideoWriter
+from enlighten_ray.io.video import VideoInfo
 
 __all__ = ["scene", "write_dark_clip", "write_example_images"]
 

@@ -22,10 +22,12 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-from enlighten_ray.enhance import Enhancer, enhance_video  # noqa: E402
 from enlighten_ray.examples import write_dark_clip  # noqa: E402
+from enlighten_ray.infer.enhancer import Enhancer
+from enlighten_ray.infer.local import enhance_video  # noqa: E402
+from enlighten_ray.io.encode import VideoWriter  # noqa: E402
+from enlighten_ray.io.video import VideoReader  # noqa: E402
 from enlighten_ray.models.generator import LUMA  # noqa: E402
-from enlighten_ray.video import VideoReader, VideoWriter  # noqa: E402
 
 
 def first_seconds(src: Path, dst: Path, seconds: float) -> Path:

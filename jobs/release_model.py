@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 import yaml  # noqa: E402
 
-from enlighten_ray.weights import DEFAULT_WEIGHTS, load_generator, save_generator  # noqa: E402
+from enlighten_ray.models.weights import DEFAULT_WEIGHTS, load_generator, read_card, save_generator  # noqa: E402
 
 MAX_CAST = 0.25
 
@@ -47,6 +47,14 @@ def choose(rows: list[dict]) -> dict:
     return min(fair, key=lambda r: r["niqe"])
 
 
+def _started_from(config: dict) -> dict:
+    """A run that started from a carded model (train.init_generator, e.g. the shipped one) continues
+    it: epochs, steps and images seen add to that model's, as its card recorded them."""
+    init = config["train"].get("init_generator")
+    card = read_card(init) if init and Path(init).is_file() else {}
+    return {k: card[k] for k in ("checkpoint", "epoch", "step", "images_seen") if k in card}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="the training run directory")
@@ -61,6 +69,7 @@ def main() -> int:
     folder = Path(args.run) / chosen["checkpoint"]
     model, info = load_generator(folder)
     config = yaml.safe_load((folder / "config.yaml").read_text())
+    start = _started_from(config)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     card = {
         "name": Path(args.out).stem,
@@ -73,9 +82,10 @@ def main() -> int:
         "terms": "trained on research data sets (LOL, SICE: research use, SICE CC BY-NC; BSDS500: Berkeley "
         "research data): retrain on your own data before commercial use",
         "checkpoint": chosen["checkpoint"],
-        "epoch": chosen["epoch"],
-        "step": chosen["step"],
-        "images_seen": chosen["step"] * config["train"]["batch_size"],
+        "epoch": chosen["epoch"] + start.get("epoch", 0),
+        "step": chosen["step"] + start.get("step", 0),
+        "images_seen": chosen["step"] * config["train"]["batch_size"] + start.get("images_seen", 0),
+        **({"continued_from": start} if start else {}),
         "vgg": info["meta"].get("vgg"),
         "config": config,
         "commit": commit,  # the code the run trained with (the run's worktree) and this file was written at
@@ -91,8 +101,10 @@ def main() -> int:
     out = Path(args.out)
     save_generator(model, out, {**info["meta"], "checkpoint": chosen["checkpoint"]}, half=True)
     out.with_suffix(".json").write_text(json.dumps(card, indent=1, default=str) + "\n")
-    print(f"chose {chosen['checkpoint']} (epoch {chosen['epoch']}, held-out NIQE {chosen['niqe']:.3f}, "
-          f"luma {chosen['luma']:.1f}); wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and its card")
+    print(
+        f"chose {chosen['checkpoint']} (epoch {chosen['epoch']}, held-out NIQE {chosen['niqe']:.3f}, "
+        f"luma {chosen['luma']:.1f}); wrote {out} ({out.stat().st_size / 1e6:.1f} MB) and its card"
+    )
     return 0
 
 

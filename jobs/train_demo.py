@@ -20,12 +20,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
 from enlighten_ray.config import load_config  # noqa: E402
-from enlighten_ray.enhance import Enhancer, enhance_path  # noqa: E402
 from enlighten_ray.examples import write_dark_clip, write_example_images  # noqa: E402
-from enlighten_ray.images import read_image  # noqa: E402
-from enlighten_ray.train import fit  # noqa: E402
-from enlighten_ray.video import VideoReader  # noqa: E402
-from enlighten_ray.weights import find_generator_file  # noqa: E402
+from enlighten_ray.infer.enhancer import Enhancer
+from enlighten_ray.infer.local import enhance_path  # noqa: E402
+from enlighten_ray.io.images import read_image  # noqa: E402
+from enlighten_ray.io.video import VideoReader  # noqa: E402
+from enlighten_ray.models.weights import find_generator_file  # noqa: E402
+from enlighten_ray.train.launch import fit  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

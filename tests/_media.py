@@ -62,6 +62,41 @@ def make_video(
     return path
 
 
+def make_clip(path: Path, frames: int, gop: int = 12, audio: bool = True) -> Path:
+    """64x48 H.264 at 25 fps with a keyframe every `gop` frames, and AAC audio over the same span."""
+    tb = Fraction(1, 1000)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=25, options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
+        v.width, v.height, v.pix_fmt, v.time_base = 64, 48, "yuv420p", tb
+        v.codec_context.time_base = tb
+        a = out.add_stream("aac", rate=44100) if audio else None
+        for i in range(frames):
+            f = av.VideoFrame.from_ndarray(frame_rgb(i, (64, 48)), format="rgb24")
+            f.pts, f.time_base = i * 40, tb
+            out.mux(v.encode(f))
+        out.mux(v.encode(None))
+        if a is not None:
+            mux_tone(out, a, frames / 25)
+    return path
+
+
+def write_video(path: Path, means: list[int], size: tuple[int, int] = (64, 48), fps: int = 10) -> Path:
+    """A small mpeg4 clip whose frame i is a flat grey of `means[i]` plus a gradient."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w, h = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        ramp = np.linspace(-8, 8, w)[None, :, None]
+        for mean in means:
+            rgb = np.clip(np.full((h, w, 3), float(mean)) + ramp, 0, 255).astype(np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
 def mux_tone(out: av.container.OutputContainer, stream: av.AudioStream, seconds: float) -> None:
     """Encode and mux `seconds` of a 440 Hz mono tone (44.1 kHz AAC) into `stream`."""
     t = np.arange(int(seconds * 44100)) / 44100

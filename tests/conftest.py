@@ -8,6 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = str(REPO / "configs" / "smoke.yaml")
+
 
 @pytest.fixture(scope="session")
 def ray_cluster():

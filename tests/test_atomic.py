@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from enlighten_ray.atomic import atomic_output, is_partial
+from enlighten_ray.io.atomic import atomic_output, is_partial
 
 
 def test_output_appears_only_when_complete_with_umask_permissions(tmp_path: Path) -> None:

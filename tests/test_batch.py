@@ -18,40 +18,22 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from _media import assert_faithful, describe, frame_rgb, mux_tone
-from conftest import write_images
+from _media import assert_faithful, describe, frame_rgb, make_clip
+from conftest import REPO, write_images
 from PIL import Image
 
-from enlighten_ray.batch import BatchOptions, cut_points, run
+from enlighten_ray.infer.plan import cut_points
+from enlighten_ray.infer.ray_job import BatchOptions, run
+from enlighten_ray.infer.settings import EnhanceSettings
+from enlighten_ray.io.video import keyframe_pts
 from enlighten_ray.models.generator import EnlightenGenerator
-from enlighten_ray.video import keyframe_pts
-from enlighten_ray.weights import save_generator
-
-REPO = Path(__file__).resolve().parents[1]
+from enlighten_ray.models.weights import save_generator
 
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     return save_generator(EnlightenGenerator(width=4), tmp_path_factory.mktemp("weights") / "generator.pt")
-
-
-def make_clip(path: Path, frames: int, gop: int = 12, audio: bool = True) -> Path:
-    """64x48 H.264 at 25 fps with a keyframe every `gop` frames, and AAC audio over the same span."""
-    tb = Fraction(1, 1000)
-    with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=25, options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
-        v.width, v.height, v.pix_fmt, v.time_base = 64, 48, "yuv420p", tb
-        v.codec_context.time_base = tb
-        a = out.add_stream("aac", rate=44100) if audio else None
-        for i in range(frames):
-            f = av.VideoFrame.from_ndarray(frame_rgb(i, (64, 48)), format="rgb24")
-            f.pts, f.time_base = i * 40, tb
-            out.mux(v.encode(f))
-        out.mux(v.encode(None))
-        if a is not None:
-            mux_tone(out, a, frames / 25)
-    return path
 
 
 def mixed_folder(root: Path) -> dict[str, tuple[tuple[int, int], str]]:
@@ -84,7 +66,9 @@ def test_images_enhanced_bad_ones_recorded_and_rerun_redoes_nothing(
     src, out = tmp_path / "in", tmp_path / "out"
     good = mixed_folder(src)
     assert len(good) == 6
-    opts = BatchOptions(input=str(src), output=str(out), weights=str(weights), batch_size=2, concurrency=1)
+    opts = BatchOptions(
+        input=str(src), output=str(out), weights=str(weights), settings=EnhanceSettings(batch_size=2), concurrency=1
+    )
 
     summary = run(opts)
 
@@ -128,7 +112,11 @@ def test_an_input_is_never_overwritten_and_new_settings_redo_outputs(
     first = run(BatchOptions(input=str(src), output=str(out), weights=str(weights), concurrency=1))
     enhanced = (out / image.name).read_bytes()
     # Same weights, another strength: the finished output is stale, not "already complete".
-    half = run(BatchOptions(input=str(src), output=str(out), weights=str(weights), concurrency=1, strength=0.5))
+    half = run(
+        BatchOptions(
+            input=str(src), output=str(out), weights=str(weights), concurrency=1, settings=EnhanceSettings(strength=0.5)
+        )
+    )
     assert (first.done, half.done, half.skipped) == (1, 1, 0)
     assert (out / image.name).read_bytes() != enhanced
     assert len({m["weights"] for m in read_jsonl(out / "_manifest.jsonl")}) == 2

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from enlighten_ray.config import Config, from_dict, load_config
 from enlighten_ray.errors import BadInputError
 
-CONFIGS = Path(__file__).parent.parent / "configs"
+CONFIGS = REPO / "configs"
 
 
 def test_defaults_are_the_paper() -> None:

@@ -6,23 +6,23 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
-from conftest import write_images
+from _media import write_video
+from conftest import SMOKE, write_images
 from PIL import Image
 
 from enlighten_ray.config import load_config
-from enlighten_ray.data import (
-    list_media,
+from enlighten_ray.errors import BadInputError
+from enlighten_ray.io.images import decode_image as decode_with_meta
+from enlighten_ray.train.data import (
+    domain_files,
     plan_epoch,
     sample_frame,
     scan_domain,
     training_datasets,
     validation_images,
 )
-from enlighten_ray.errors import BadInputError
-from enlighten_ray.images import decode_image as decode_with_meta
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -34,23 +34,6 @@ def _encode(img: Image.Image, fmt: str, **options: object) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format=fmt, **options)
     return buf.getvalue()
-
-
-def write_video(path: Path, means: list[int], size: tuple[int, int] = (64, 48), fps: int = 10) -> Path:
-    """A small mpeg4 clip whose frame i is a flat grey of `means[i]` plus a gradient."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        ramp = np.linspace(-8, 8, w)[None, :, None]
-        for mean in means:
-            rgb = np.clip(np.full((h, w, 3), float(mean)) + ramp, 0, 255).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
 
 
 def test_decode_image_converts_modes_and_orientation() -> None:
@@ -96,13 +79,13 @@ def test_sample_frame_every_n_and_per_second() -> None:
 def test_list_media_errors_and_hidden_files(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(BadInputError, match="no images or videos found"):
-        list_media(str(tmp_path / "empty"))
+        domain_files(str(tmp_path / "empty"))
     with pytest.raises(BadInputError, match="no such file"):
-        list_media(str(tmp_path / "missing"))
+        domain_files(str(tmp_path / "missing"))
     write_images(tmp_path / "imgs", 2)
     write_images(tmp_path / "imgs" / ".cache", 2)
     (tmp_path / "imgs" / "notes.txt").write_text("x")
-    _, files = list_media(str(tmp_path / "imgs"))
+    _, files = domain_files(str(tmp_path / "imgs"))
     assert [Path(p).name for p, _ in files] == ["img_000.jpg", "img_001.jpg"]
 
 
@@ -119,7 +102,7 @@ def test_scan_skips_bad_files_and_handles_odd_images(ray_cluster, tmp_path: Path
     (folder / "truncated.jpg").write_bytes(good[: len(good) // 3])
     (folder / "zero.png").write_bytes(b"")
 
-    cfg = load_config("configs/smoke.yaml", [f"data.low={folder}", f"data.normal={folder}"])
+    cfg = load_config(SMOKE, [f"data.low={folder}", f"data.normal={folder}"])
     scan = scan_domain(cfg.data.low, cfg.data, "low")
     assert scan.files == 10 and scan.count == 8 and scan.images == 8 and scan.frames == 0
     assert sorted(Path(p).name for p, _ in scan.bad) == ["truncated.jpg", "zero.png"]
@@ -141,7 +124,7 @@ def test_scan_video_samples_frames_and_filters_bright_ones(ray_cluster, tmp_path
     means = [20 if i % 4 else 200 for i in range(20)]  # every 4th frame is bright
     write_video(tmp_path / "clips" / "night.mp4", means)
     (tmp_path / "clips" / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
-    cfg = load_config("configs/smoke.yaml", ["data.video_every_n=2", "data.max_mean=100"])
+    cfg = load_config(SMOKE, ["data.video_every_n=2", "data.max_mean=100"])
     scan = scan_domain(str(tmp_path / "clips"), cfg.data, "low")
     # 10 sampled frames (0, 2, ..., 18); 0, 4, 8, 12, 16 are bright.
     assert (scan.count, scan.frames, scan.bright) == (5, 5, 5)
@@ -150,13 +133,13 @@ def test_scan_video_samples_frames_and_filters_bright_ones(ray_cluster, tmp_path
     assert pts == sorted(pts) and len(set(pts)) == 5
     # The darkness threshold is for the low domain only.
     assert scan_domain(str(tmp_path / "clips"), cfg.data, "normal").count == 10
-    cfg_fps = load_config("configs/smoke.yaml", ["data.video_fps=5.0"])
+    cfg_fps = load_config(SMOKE, ["data.video_fps=5.0"])
     assert scan_domain(str(tmp_path / "clips" / "night.mp4"), cfg_fps.data, "low").count == 10
 
 
 def test_empty_domain_after_filtering_is_an_error(ray_cluster, tmp_path: Path) -> None:
     write_images(tmp_path / "bright", 2)
-    cfg = load_config("configs/smoke.yaml", ["data.max_mean=5"])
+    cfg = load_config(SMOKE, ["data.max_mean=5"])
     with pytest.raises(BadInputError, match="no usable low images or frames left.*2 not darker"):
         scan_domain(str(tmp_path / "bright"), cfg.data, "low")
     (tmp_path / "junk").mkdir()
@@ -168,7 +151,7 @@ def test_empty_domain_after_filtering_is_an_error(ray_cluster, tmp_path: Path) -
 def test_shorter_domain_cycles_to_the_longer_one(ray_cluster, tmp_path: Path) -> None:
     write_images(tmp_path / "low", 3, dark=True)
     write_images(tmp_path / "normal", 11)
-    cfg = load_config("configs/smoke.yaml", ["train.max_steps_per_epoch=0"])
+    cfg = load_config(SMOKE, ["train.max_steps_per_epoch=0"])
     low = scan_domain(str(tmp_path / "low"), cfg.data, "low")
     normal = scan_domain(str(tmp_path / "normal"), cfg.data, "normal")
     assert plan_epoch(3, 11, cfg) == (3, 12)  # rounded up, as the release's DataLoader without drop_last
@@ -176,7 +159,7 @@ def test_shorter_domain_cycles_to_the_longer_one(ray_cluster, tmp_path: Path) ->
     assert plan_epoch(914, 1016, paper) == (32, 1024)
     datasets = training_datasets(low, normal, cfg)
     assert datasets["low"].count() == datasets["normal"].count() == 12
-    capped = load_config("configs/smoke.yaml", ["train.max_steps_per_epoch=1"])
+    capped = load_config(SMOKE, ["train.max_steps_per_epoch=1"])
     assert plan_epoch(3, 11, capped) == (1, 4)
     assert plan_epoch(1, 2, capped) == (1, 4)  # fewer items than one batch: still one step
 
@@ -185,7 +168,7 @@ def test_holdout_files_never_reach_training(ray_cluster, tmp_path: Path) -> None
     write_images(tmp_path / "low" / "sub", 5, dark=True)
     listing = tmp_path / "holdout.txt"
     listing.write_text("# kept for checkpoint selection\nsub/img_001.jpg\n\nsub/img_003.jpg\n")
-    cfg = load_config("configs/smoke.yaml", [f"data.holdout={listing}"])
+    cfg = load_config(SMOKE, [f"data.holdout={listing}"])
     scan = scan_domain(str(tmp_path / "low"), cfg.data, "low")
     assert sorted(Path(p).name for p, _ in scan.keys) == ["img_000.jpg", "img_002.jpg", "img_004.jpg"]
     assert scan_domain(str(tmp_path / "low"), cfg.data, "normal").count == 5  # the low domain's list only

@@ -14,10 +14,11 @@ from _media import assert_faithful, describe, frame_rgb, make_video, trim_copy
 from PIL import Image
 
 from enlighten_ray.cli import main
-from enlighten_ray.enhance import Enhancer, _tiled, enhance_video
+from enlighten_ray.infer.enhancer import Enhancer, _tiled
+from enlighten_ray.infer.local import enhance_video
+from enlighten_ray.io.encode import EncoderOptions
 from enlighten_ray.models import EnlightenGenerator
-from enlighten_ray.video import EncoderOptions
-from enlighten_ray.weights import save_generator
+from enlighten_ray.models.weights import save_generator
 
 FAST = ["--device", "cpu", "--preset", "ultrafast"]
 
@@ -177,8 +178,12 @@ def test_console_script_smoke(tmp_path: Path, weights: Path) -> None:
     Image.fromarray(frame_rgb(0, (24, 16))).save(img)
     exe = shutil.which("enlighten-ray", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "enlighten_ray"]
-    done = subprocess.run([*cmd, "enhance", str(img), str(tmp_path / "b.jpg"), "--weights", str(weights),
-                           "--device", "cpu"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [*cmd, "enhance", str(img), str(tmp_path / "b.jpg"), "--weights", str(weights), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     with Image.open(tmp_path / "b.jpg") as b:
         assert b.size == (24, 16)

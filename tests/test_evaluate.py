@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from enlighten_ray.cli import main
-from enlighten_ray.evaluate import SETS
+from enlighten_ray.eval.metrics import niqe, psnr, ssim
+from enlighten_ray.eval.table import SETS
 from enlighten_ray.examples import scene
-from enlighten_ray.metrics import niqe, psnr, ssim
 
 # eval-set file names have spaces, '&' and brackets (NPE's "Daybreak&Nightfall  (0).jpg")
 ODD_NAMES = ["Daybreak&Nightfall  (0).jpg", "night (3).png"]
@@ -78,8 +78,20 @@ def test_eval_sheet_is_a_png_of_the_computed_size_and_an_html_page(tmp_path, cap
     save(photo((96, 192), 0, night=False), out / "Daybreak&Nightfall  (0).png")  # other extension, same name
     # the second image has no enhanced copy: its cell is a grey "missing" box
 
-    code = main(["eval", "sheet", str(inp), str(out), "-o", str(tmp_path / "s.png"), "-o", str(tmp_path / "s.html"),
-                 "--height", "64"])
+    code = main(
+        [
+            "eval",
+            "sheet",
+            str(inp),
+            str(out),
+            "-o",
+            str(tmp_path / "s.png"),
+            "-o",
+            str(tmp_path / "s.html"),
+            "--height",
+            "64",
+        ]
+    )
     assert code == 0
     # thumbnails 64 px high: widths 128 and 32 (at least 64) -> both columns 128 px wide;
     # width = 8 + 2 * (128 + 8), height = 24 (titles) + 2 * (64 + 16 + 8) + 8
@@ -106,7 +118,7 @@ def tiny_weights(tmp_path_factory) -> Path:
     import torch
 
     from enlighten_ray.models.generator import EnlightenGenerator
-    from enlighten_ray.weights import save_generator
+    from enlighten_ray.models.weights import save_generator
 
     torch.manual_seed(0)
     return save_generator(EnlightenGenerator(width=4), tmp_path_factory.mktemp("w") / "tiny.pt")
@@ -118,8 +130,23 @@ def test_eval_table_with_a_tiny_model_baselines_and_a_compare_row(tmp_path, tiny
     copy = tmp_path / "copy"
     shutil.copytree(data, copy)  # a "method" that returns its input: its row must equal Input's
 
-    code = main(["eval", "table", "--weights", str(tiny_weights), "--data", str(data), "--baselines",
-                 "--compare", f"copy={copy}", "--out", str(out), "--json", str(tmp_path / "t.json")])
+    code = main(
+        [
+            "eval",
+            "table",
+            "--weights",
+            str(tiny_weights),
+            "--data",
+            str(data),
+            "--baselines",
+            "--compare",
+            f"copy={copy}",
+            "--out",
+            str(out),
+            "--json",
+            str(tmp_path / "t.json"),
+        ]
+    )
     text = capsys.readouterr().out
     assert code == 0
     report = json.loads((tmp_path / "t.json").read_text())
@@ -147,8 +174,21 @@ def test_eval_table_refuses_bad_folders_before_enhancing(tmp_path, tiny_weights,
     assert "none of the test-set folders" in capsys.readouterr().err
     save(photo((96, 96), 0), tmp_path / "LIME" / "1.png")
     for compare, why in ((f"AHE={tmp_path}", "already has a row named 'AHE'"), ("x=/no/such", "no such directory")):
-        code = main(["eval", "table", "--weights", str(tiny_weights), "--data", str(tmp_path), "--baselines",
-                     "--compare", compare, "--out", str(tmp_path / "out")])
+        code = main(
+            [
+                "eval",
+                "table",
+                "--weights",
+                str(tiny_weights),
+                "--data",
+                str(tmp_path),
+                "--baselines",
+                "--compare",
+                compare,
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
         assert code == 2 and why in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing was enhanced
 
@@ -157,7 +197,7 @@ def test_eval_curve_scores_each_checkpoint_reuses_known_rows_and_plots(tmp_path,
     import torch
 
     from enlighten_ray.models import EnlightenGenerator
-    from enlighten_ray.weights import save_generator
+    from enlighten_ray.models.weights import save_generator
 
     images = tmp_path / "low"
     for i in range(3):

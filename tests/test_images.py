@@ -9,7 +9,8 @@ import pytest
 from PIL import Image, ImageOps
 
 from enlighten_ray.errors import BadInputError
-from enlighten_ray.images import list_media, read_image, write_image
+from enlighten_ray.io.images import read_image, write_image
+from enlighten_ray.io.storage import Location
 
 rng = np.random.default_rng(0)
 
@@ -112,6 +113,8 @@ def test_list_media_sorts_recurses_and_skips(tmp_path: Path) -> None:
         (tmp_path / rel).write_bytes(b"x")
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "b.jpg").write_bytes(b"x")
-    media = list_media(tmp_path, exclude=tmp_path / "out")
-    assert [p.relative_to(tmp_path).as_posix() for p in media.images] == ["a/z.PNG", "b.jpg"]
-    assert [p.relative_to(tmp_path).as_posix() for p in media.videos] == ["a/clip.mp4", "c.mkv"]
+    root = tmp_path.resolve()
+    media = Location(str(tmp_path)).media(exclude=(str(root / "out"),))
+    names = {kind: [Path(p).relative_to(root).as_posix() for p, k in media if k == kind] for kind in ("image", "video")}
+    assert names["image"] == ["a/z.PNG", "b.jpg"]
+    assert names["video"] == ["a/clip.mp4", "c.mkv"]

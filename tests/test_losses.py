@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from enlighten_ray.losses import (
+from enlighten_ray.train.losses import (
     crop_patches,
     lsgan_d_loss,
     lsgan_g_loss,

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enlighten_ray.baselines import ahe, lime
-from enlighten_ray.metrics import matlab_imresize, matlab_rgb2gray, niqe, psnr, ssim
+from enlighten_ray.eval.baselines import ahe, lime
+from enlighten_ray.eval.metrics import matlab_imresize, matlab_rgb2gray, niqe, psnr, ssim
 
 
 def pink_noise(n: int, seed: int = 0) -> np.ndarray:

@@ -27,7 +27,13 @@ def test_parameter_counts_match_the_release() -> None:
 def test_discriminator_layout_is_the_released_one() -> None:
     convs = [m for m in global_discriminator().model if isinstance(m, torch.nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.stride[0]) for c in convs] == [
-        (3, 64, 2), (64, 128, 2), (128, 256, 2), (256, 512, 2), (512, 512, 2), (512, 512, 1), (512, 1, 1)
+        (3, 64, 2),
+        (64, 128, 2),
+        (128, 256, 2),
+        (256, 512, 2),
+        (512, 512, 2),
+        (512, 512, 1),
+        (512, 1, 1),
     ]
     assert all(c.kernel_size == (4, 4) and c.padding == (2, 2) for c in convs)
 
@@ -45,9 +51,7 @@ def test_any_size_comes_back_the_same_size(size: tuple[int, int]) -> None:
 
 def test_attention_map_is_one_minus_rec601_luma() -> None:
     # A 2x2 image in [0, 1]: black, white, pure red, mid grey.
-    rgb01 = torch.tensor(
-        [[[0.0, 1.0], [1.0, 0.5]], [[0.0, 1.0], [0.0, 0.5]], [[0.0, 1.0], [0.0, 0.5]]]
-    ).unsqueeze(0)
+    rgb01 = torch.tensor([[[0.0, 1.0], [1.0, 0.5]], [[0.0, 1.0], [0.0, 0.5]], [[0.0, 1.0], [0.0, 0.5]]]).unsqueeze(0)
     a = attention_map(rgb01 * 2 - 1)
     expected = torch.tensor([[1.0, 0.0], [1 - 0.299, 0.5]])
     assert a.shape == (1, 1, 2, 2)

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from enlighten_ray.cli import main
-from enlighten_ray.enhance import Enhancer, resolve_precision
 from enlighten_ray.examples import scene
-from enlighten_ray.weights import DEFAULT_WEIGHTS, load_generator
+from enlighten_ray.infer.enhancer import Enhancer, resolve_precision
+from enlighten_ray.models.weights import DEFAULT_WEIGHTS, load_generator
 
 
 def night_frame(height: int = 96, width: int = 160) -> np.ndarray:
@@ -66,7 +66,7 @@ def test_bf16_and_fp32_agree_within_two_levels() -> None:
 
 
 def test_missing_shipped_model_is_a_clear_error(monkeypatch, tmp_path: Path, capsys) -> None:
-    import enlighten_ray.weights as weights
+    import enlighten_ray.models.weights as weights
 
     monkeypatch.setattr(weights, "DEFAULT_WEIGHTS", tmp_path / "gone.pt")
     assert main(["enhance", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--device", "cpu"]) == 2

@@ -7,16 +7,25 @@ import pytest
 import torch
 
 from enlighten_ray.config import load_config
-from enlighten_ray.gan import build_nets, build_optimizers, build_vgg, lr_factor, train_step
-from enlighten_ray.losses import EnlightenGANLoss
-from enlighten_ray.transforms import augment_low, augment_normal, to_model_range
+from enlighten_ray.train.losses import EnlightenGANLoss
+from enlighten_ray.train.step import build_nets, build_optimizers, build_vgg, lr_factor, train_step
+from enlighten_ray.train.transforms import augment_low, augment_normal, to_model_range
 
 
 @pytest.fixture
 def tiny():
     torch.manual_seed(0)
-    cfg = load_config(None, ["model.width=4", "model.ndf=4", "loss.vgg_weights=random", "loss.num_patches=2",
-                             "loss.patch_size=16", "data.crop_size=32"])
+    cfg = load_config(
+        None,
+        [
+            "model.width=4",
+            "model.ndf=4",
+            "loss.vgg_weights=random",
+            "loss.num_patches=2",
+            "loss.patch_size=16",
+            "data.crop_size=32",
+        ],
+    )
     nets = build_nets(cfg)
     opts = build_optimizers(nets, cfg)
     loss = EnlightenGANLoss(nets.generator, nets.d_global, nets.d_local, build_vgg(cfg), cfg.loss)

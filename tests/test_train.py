@@ -3,23 +3,58 @@ every rank, export/info on the run, resume, a killed worker survived, video inpu
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import signal
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import ray
+import ray.cloudpickle
 import torch
-from conftest import write_images
+from _media import write_video
+from conftest import SMOKE, write_images
 from PIL import Image
-from test_data import write_video
 
 from enlighten_ray.cli import main
 from enlighten_ray.config import Config, load_config
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.models.generator import EnlightenGenerator
-from enlighten_ray.train import KILL_ONCE_ENV, check_config, fit, state_digest
-from enlighten_ray.weights import save_generator
+from enlighten_ray.models.weights import save_generator
+from enlighten_ray.train import loop
+from enlighten_ray.train.launch import check_config, fit
+from enlighten_ray.train.loop import state_digest
 
-SMOKE = "configs/smoke.yaml"
+# Ray workers cannot import this module: ship its functions by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def killed_once(marker: str):
+    """`train_func` whose last rank SIGKILLs its own process once, in a step of epoch 2 (so a
+    checkpoint exists), creating `marker` first so the restarted worker group runs normally."""
+
+    def train_loop(config: dict) -> dict:
+        ctx = ray.train.get_context()
+        if ctx.get_world_rank() == ctx.get_world_size() - 1 and not os.path.exists(marker):
+            real, steps = loop.train_step, itertools.count(1)
+
+            def train_step(*args, **kwargs):
+                out = real(*args, **kwargs)
+                if next(steps) > config["steps_per_epoch"]:
+                    Path(marker).touch()
+                    # Ray Train's controller collects reports when it polls the workers (every 2 s):
+                    # dying sooner after a checkpoint report can lose that checkpoint.
+                    time.sleep(5)
+                    os.kill(os.getpid(), signal.SIGKILL)  # a hard kill, no Python cleanup
+                return out
+
+            loop.train_step = train_step
+        return loop.train_func(config)
+
+    return train_loop
 
 
 def smoke_config(tmp_path: Path, low: Path, normal: Path, *overrides: str) -> Config:
@@ -94,7 +129,6 @@ def test_video_low_domain_survives_a_killed_worker(ray_cluster, tmp_path: Path, 
     normal = tmp_path / "normal"
     write_images(normal, 6, seed=2)
     marker = tmp_path / "killed"
-    monkeypatch.setenv(KILL_ONCE_ENV, str(marker))
     torch.manual_seed(123)  # starting weights unlike the seed-0 initialisation training would use
     init = save_generator(EnlightenGenerator(width=4), tmp_path / "init.pt")
     cfg = smoke_config(
@@ -102,7 +136,7 @@ def test_video_low_domain_survives_a_killed_worker(ray_cluster, tmp_path: Path, 
         "optim.epochs_decay=2", "failure.max_failures=1", "train.log_every=100",
     )  # fmt: skip
 
-    result = fit(cfg)
+    result = fit(cfg, train_loop=killed_once(str(marker)))
     assert marker.exists()  # a worker was SIGKILLed in epoch 2 ...
     assert result.error is None  # ... and the restarted group finished from the epoch-1 checkpoint
     assert (result.metrics["epoch"], result.metrics["step"]) == (3, 6)
@@ -146,7 +180,7 @@ def test_dry_run_prints_config_and_data(tmp_path: Path, capsys) -> None:
 
 
 def test_read_ahead_keeps_order_and_raises_the_readers_error() -> None:
-    from enlighten_ray.train import _read_ahead
+    from enlighten_ray.train.loop import _read_ahead
 
     batches = [{"x": torch.full((2,), float(i))} for i in range(5)]
     assert [int(b["x"][0]) for b in _read_ahead(iter(batches))] == [0, 1, 2, 3, 4]
@@ -162,7 +196,7 @@ def test_read_ahead_keeps_order_and_raises_the_readers_error() -> None:
 
 
 def test_step_log_line_has_losses_rate_and_eta(capsys) -> None:
-    from enlighten_ray.train_log import StepLog, format_eta
+    from enlighten_ray.train.log import StepLog, format_eta
 
     log = StepLog(epochs=2, steps_per_epoch=10, batch_size=8, first_step=0, enabled=True)
     log.last_time -= 8.0  # 8 steps of 8 images in 8 s: 8 img/s

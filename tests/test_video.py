@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from _media import assert_faithful, describe, frame_rgb, make_video
 
-from enlighten_ray.atomic import atomic_output
 from enlighten_ray.errors import BadInputError
-from enlighten_ray.video import VideoReader, VideoWriter, keyframe_pts, remux
+from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.io.encode import VideoWriter, remux
+from enlighten_ray.io.video import VideoReader, keyframe_pts
 
 VFR_PTS = [0, 33, 70, 140, 150, 400, 433, 520, 600, 610, 700, 900]
 
@@ -57,8 +58,13 @@ def test_rotation_metadata_kept(tmp_path: Path) -> None:
 def test_full_range_mjpeg_stays_full_range(tmp_path: Path) -> None:
     # Dashcam style: MJPEG yuvj420p, full range. Near-black and near-white must survive unclipped.
     src = make_video(
-        tmp_path / "cam.mov", [i * 1001 for i in range(12)], Fraction(1, 30000), codec="mjpeg",
-        pix_fmt="yuvj420p", rate=Fraction(30000, 1001), color_range=2,
+        tmp_path / "cam.mov",
+        [i * 1001 for i in range(12)],
+        Fraction(1, 30000),
+        codec="mjpeg",
+        pix_fmt="yuvj420p",
+        rate=Fraction(30000, 1001),
+        color_range=2,
     )
     out = tmp_path / "out.mp4"
     roundtrip(src, out)

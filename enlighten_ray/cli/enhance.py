@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # enhance.PRECISIONS, without importing torch for --help
-
+from enlighten_ray.infer.settings import add_enhance_arguments, settings_from_args
 
 DESCRIPTION = """\
 Enhance a low-light video, image, or folder of both (recursed; the layout is mirrored under OUTPUT).
@@ -22,20 +21,6 @@ examples:
 """
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _strength(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 2.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2], got {value}")
-    return value
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "enhance",
@@ -45,33 +30,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("input", metavar="INPUT", help="video, image or folder")
     p.add_argument("output", metavar="OUTPUT", help="output file (container/format from its extension) or folder")
-    p.add_argument(
-        "--weights",
-        metavar="PATH",
-        help="our generator file, a training checkpoint or run directory, or the authors' *_net_G_A.pth "
-        "(default: the model that ships with the package; `enlighten-ray info` describes it)",
-    )
+    add_enhance_arguments(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument(
-        "--precision",
-        default="auto",
-        choices=PRECISIONS,
-        help="auto = bf16 on GPUs and CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere; fp16 is for GPUs",
-    )
-    p.add_argument("--batch-size", type=int, default=4, metavar="N", help="frames per model call")
-    p.add_argument("--strength", type=_strength, default=1.0, metavar="S", help="0 = unchanged, 1 = the paper, up to 2")
-    p.add_argument(
-        "--max-side",
-        type=_positive_int,
-        metavar="N",
-        help="enhance frames whose longer side exceeds N at N px, then apply the change at full size (default: off)",
-    )
-    p.add_argument(
-        "--tile",
-        type=_positive_int,
-        metavar="N",
-        help="enhance in overlapping N px tiles; 0 = never (default: 1024 px tiles for sides above 2048 px)",
-    )
     p.add_argument("--codec", default="libx264", help="video encoder")
     p.add_argument("--crf", type=int, default=18, metavar="Q", help="encoder constant-quality factor (lower = better)")
     p.add_argument("--preset", help="encoder preset, e.g. veryfast, medium, slow (default: the encoder's)")
@@ -91,18 +51,11 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..enhance import Enhancer, enhance_path
-    from ..video import EncoderOptions
+    from enlighten_ray.infer.enhancer import Enhancer
+    from enlighten_ray.infer.local import enhance_path
+    from enlighten_ray.io.encode import EncoderOptions
 
-    enhancer = Enhancer.from_weights(
-        args.weights,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        strength=args.strength,
-        max_side=args.max_side,
-        tile=args.tile,
-    )
+    enhancer = Enhancer.from_weights(args.weights, settings_from_args(args), device=args.device)
     encoder = EncoderOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
     summary = enhance_path(
         args.input, args.output, enhancer, encoder, overwrite=args.overwrite, side_by_side=args.side_by_side

@@ -15,8 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import evaluate
-from ..errors import BadInputError
+from enlighten_ray.errors import BadInputError
+from enlighten_ray.eval import sheet
+from enlighten_ray.eval import table as evaluate
 
 
 def _name_dir(text: str) -> tuple[str, str]:
@@ -35,8 +36,10 @@ def _thumb_height(text: str) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "eval", help="NIQE, PSNR/SSIM, the paper's Table 1 and before/after sheets",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        "eval",
+        help="NIQE, PSNR/SSIM, the paper's Table 1 and before/after sheets",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="eval_command", required=True, metavar="WHAT")
 
@@ -50,11 +53,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--json", metavar="FILE", help="also write the scores as JSON")
 
     q = sub.add_parser("table", help="the paper's Table 1 (mean NIQE on MEF, LIME, NPE, VV, DICM) for a model")
-    q.add_argument("--weights", help="generator file, checkpoint or run directory, or *_net_G_A.pth "
-                   "(default: the shipped model)")
+    q.add_argument(
+        "--weights", help="generator file, checkpoint or run directory, or *_net_G_A.pth (default: the shipped model)"
+    )
     q.add_argument("--data", required=True, metavar="DIR", help="folder holding MEF, LIME, NPE, VV, DICM")
-    q.add_argument("--compare", action="append", type=_name_dir, default=[], metavar="NAME=DIR",
-                   help="extra row: saved outputs of another method in DIR/<set>/ (repeatable)")
+    q.add_argument(
+        "--compare",
+        action="append",
+        type=_name_dir,
+        default=[],
+        metavar="NAME=DIR",
+        help="extra row: saved outputs of another method in DIR/<set>/ (repeatable)",
+    )
     q.add_argument("--baselines", action="store_true", help="add the AHE (CLAHE) and LIME-style rows")
     q.add_argument("--out", metavar="DIR", help="keep the enhanced images in DIR/<row>/<set>/ (default: temporary)")
     q.add_argument("--json", metavar="FILE", help="also write the table and per-image scores as JSON")
@@ -69,8 +79,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q = sub.add_parser("sheet", help="before/after contact sheet: a column per folder, a row per image")
     q.add_argument("input_dir", metavar="INPUT_DIR", help="the original images (one row each)")
     q.add_argument("output_dirs", nargs="+", metavar="OUTPUT_DIR", help="enhanced copies (same names)")
-    q.add_argument("-o", "--output", action="append", required=True, metavar="FILE",
-                   help="sheet.png (or .jpg) and/or sheet.html; repeatable")
+    q.add_argument(
+        "-o",
+        "--output",
+        action="append",
+        required=True,
+        metavar="FILE",
+        help="sheet.png (or .jpg) and/or sheet.html; repeatable",
+    )
     q.add_argument("--height", type=_thumb_height, default=160, help="thumbnail height in pixels (default: 160)")
     p.set_defaults(func=run)
 
@@ -95,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.eval_command == "curve":
         return _curve(args)
     else:
-        w, h = evaluate.make_sheet(args.input_dir, args.output_dirs, args.output, args.height)
+        w, h = sheet.make_sheet(args.input_dir, args.output_dirs, args.output, args.height)
         print(f"sheet {w}x{h}: {', '.join(args.output)}")
         return 0
     if getattr(args, "json", None):
@@ -109,7 +125,7 @@ def _curve(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .. import curve
+    from enlighten_ray.eval import curve
 
     known = {}
     if args.json and Path(args.json).is_file():
@@ -117,8 +133,10 @@ def _curve(args: argparse.Namespace) -> int:
     rows = curve.checkpoint_curve(args.run, curve.holdout_images(args.images, args.holdout), known)
     print(f"{'checkpoint':<40} {'epoch':>5} {'NIQE':>6} {'luma':>6}  R/G/B")
     for r in rows:
-        print(f"{r['checkpoint']:<40} {r['epoch']:>5} {r['niqe']:>6.3f} {r['luma']:>6.1f}  "
-              f"{r['r']:.0f}/{r['g']:.0f}/{r['b']:.0f}")
+        print(
+            f"{r['checkpoint']:<40} {r['epoch']:>5} {r['niqe']:>6.3f} {r['luma']:>6.1f}  "
+            f"{r['r']:.0f}/{r['g']:.0f}/{r['b']:.0f}"
+        )
     if args.json:
         evaluate.write_json(rows, args.json)
     if args.plot:

@@ -23,8 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..errors import BadInputError
-    from ..weights import load_generator, save_generator
+    from enlighten_ray.errors import BadInputError
+    from enlighten_ray.models.weights import load_generator, save_generator
 
     model, info = load_generator(args.source)
     if Path(args.output).resolve() == Path(info["path"]).resolve():

@@ -26,7 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..weights import load_generator
+    from enlighten_ray.models.weights import load_generator
 
     _, info = load_generator(args.weights)
     if args.json:

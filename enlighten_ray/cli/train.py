@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import load_config
-    from ..train import launch
+    from enlighten_ray.config import load_config
+    from enlighten_ray.train.launch import launch
 
     return launch(load_config(args.config, args.set), dry_run=args.dry_run, verbose=args.verbose)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchvision.models import VGG16_Weights, vgg16
 
-from ..errors import BadInputError
+from enlighten_ray.errors import BadInputError, first_line
 
 __all__ = ["VGGFeatures", "VGGWeights", "default_vgg_path", "load_vgg"]
 
@@ -104,8 +104,7 @@ def load_vgg(path: str | Path | None) -> VGGWeights:
     try:
         return _load(file)
     except Exception as exc:  # a truncated or foreign file: say which one
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-        raise BadInputError(file, f"cannot read VGG16 weights ({reason}); {how}") from exc
+        raise BadInputError(file, f"cannot read VGG16 weights ({first_line(exc)}); {how}") from exc
 
 
 class VGGFeatures(nn.Module):

@@ -4,16 +4,16 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .config import Config
-from .losses import EnlightenGANLoss
-from .models.discriminator import NoNormDiscriminator
-from .models.generator import EnlightenGenerator
-from .models.vgg import VGGFeatures, load_vgg
+from enlighten_ray.config import Config
+from enlighten_ray.models.discriminator import NoNormDiscriminator
+from enlighten_ray.models.generator import EnlightenGenerator
+from enlighten_ray.models.vgg import VGGFeatures, load_vgg
+from enlighten_ray.train.losses import EnlightenGANLoss
 
 __all__ = [
     "Nets",
@@ -27,15 +27,13 @@ __all__ = [
 ]
 
 
-@dataclass
-class Nets:
+class Nets(NamedTuple):
     generator: nn.Module
     d_global: nn.Module
     d_local: nn.Module
 
 
-@dataclass
-class Optimizers:
+class Optimizers(NamedTuple):
     generator: torch.optim.Optimizer
     d_global: torch.optim.Optimizer
     d_local: torch.optim.Optimizer

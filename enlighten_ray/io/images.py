@@ -19,21 +19,20 @@ import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .atomic import atomic_output, is_partial
-from .errors import BadInputError
-from .video import VIDEO_EXTENSIONS
+from enlighten_ray.errors import BadInputError, first_line
+from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.io.video import VIDEO_EXTENSIONS
 
 __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageMeta",
-    "Media",
+    "encode_png",
     "decode_image",
-    "list_media",
     "media_kind",
     "read_image",
     "write_image",
@@ -56,40 +55,13 @@ class ImageMeta:
 
 
 def media_kind(path: str | os.PathLike) -> str | None:
-    """"image", "video" or None, from the extension."""
+    """ "image", "video" or None, from the extension."""
     suffix = Path(path).suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return "image"
     if suffix in VIDEO_EXTENSIONS:
         return "video"
     return None
-
-
-class Media(NamedTuple):
-    images: list[Path]
-    videos: list[Path]
-
-
-def list_media(root: str | os.PathLike, exclude: str | os.PathLike | None = None) -> Media:
-    """Images and videos under `root`, recursively, sorted; hidden files and folders, our own
-    temporary outputs and anything under `exclude` (an output folder inside root) are skipped."""
-    root = Path(root)
-    skip = Path(exclude).resolve() if exclude is not None else None
-    images: list[Path] = []
-    videos: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and (here / d).resolve() != skip)
-        for name in sorted(filenames):
-            path = here / name
-            if name.startswith(".") or is_partial(path):
-                continue
-            kind = media_kind(path)
-            if kind == "image":
-                images.append(path)
-            elif kind == "video":
-                videos.append(path)
-    return Media(sorted(images), sorted(videos))
 
 
 def read_image(path: str | os.PathLike) -> tuple[np.ndarray, ImageMeta]:
@@ -116,7 +88,7 @@ def decode_image(data: bytes, name: str | os.PathLike) -> tuple[np.ndarray, Imag
     except UnidentifiedImageError as exc:
         raise BadInputError(name, "not a recognised image file") from exc
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadInputError(name, f"cannot decode image ({str(exc).splitlines()[0][:200]})") from exc
+        raise BadInputError(name, f"cannot decode image ({first_line(exc)})") from exc
     exif = img.getexif()
     if exif:
         info["exif"] = exif.tobytes()
@@ -161,6 +133,13 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, meta: ImageMeta) -> No
         img = Image.fromarray(np.asarray(rgb)[..., 0].copy())
     with atomic_output(path) as tmp:
         img.save(tmp, format=fmt, **options)
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    """Lossless PNG bytes of an RGB frame; compression level 1 is fast and still lossless."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
 
 
 def _from_rgb(rgb: np.ndarray, meta: ImageMeta) -> Image.Image:

@@ -10,10 +10,7 @@ and 4.160; the paper prints 3.385 and 4.134).
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import html
-import io
 import json
 import math
 import os
@@ -23,15 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from .atomic import atomic_output
-from .baselines import BASELINES
-from .enhance import Enhancer, enhance_path
-from .errors import BadInputError
-from .images import ImageMeta, list_media, read_image, write_image
-from .metrics import niqe, psnr, ssim
+from enlighten_ray.errors import BadInputError
+from enlighten_ray.eval.baselines import BASELINES
+from enlighten_ray.eval.metrics import niqe, psnr, ssim
+from enlighten_ray.infer.enhancer import Enhancer
+from enlighten_ray.infer.local import enhance_path
+from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.io.images import ImageMeta, read_image, write_image
+from enlighten_ray.io.storage import Location
 
 __all__ = [
     "SETS",
@@ -43,8 +41,6 @@ __all__ = [
     "format_pairs",
     "format_table",
     "write_json",
-    "make_sheet",
-    "sheet_layout",
 ]
 
 SETS = ("MEF", "LIME", "NPE", "VV", "DICM")  # Table-1 column order
@@ -66,10 +62,10 @@ def list_images(root: Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise BadInputError(root, "no such file or directory")
-    return list_media(root).images
+    return [Path(p) for p, kind in Location(str(root)).media() if kind == "image"]
 
 
-def _key(path: Path, root: Path) -> str:
+def image_key(path: Path, root: Path) -> str:
     """Name used to match files across folders: relative path without extension, since an
     enhanced copy may change the format (a.jpg -> a.png)."""
     rel = path.relative_to(root) if path != root else Path(path.name)
@@ -121,8 +117,11 @@ def format_niqe(report: list[dict[str, Any]]) -> str:
         lines += [f"  {name:<{width}}  {v:7.3f}" for name, v in entry["images"].items()]
         lines += [f"  {name:<{width}}  error: {why}" for name, why in entry["errors"].items()]
         mean = entry["mean"]
-        lines.append(f"  {'mean':<{width}}  {mean:7.3f}  ({len(entry['images'])} images)" if mean is not None
-                     else f"  {'mean':<{width}}      n/a  (no images)")
+        lines.append(
+            f"  {'mean':<{width}}  {mean:7.3f}  ({len(entry['images'])} images)"
+            if mean is not None
+            else f"  {'mean':<{width}}      n/a  (no images)"
+        )
     return "\n".join(lines)
 
 
@@ -135,15 +134,17 @@ def pairs_report(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike) -> dic
     Files present in only one folder are listed in "only_in_pred" / "only_in_ref"; pairs that
     cannot be compared (unreadable, different sizes) in "errors"."""
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
-    preds = {_key(p, pred_dir): p for p in list_images(pred_dir)}
-    refs = {_key(p, ref_dir): p for p in list_images(ref_dir)}
+    preds = {image_key(p, pred_dir): p for p in list_images(pred_dir)}
+    refs = {image_key(p, ref_dir): p for p in list_images(ref_dir)}
     pairs, errors = {}, {}
     for name in tqdm(sorted(preds.keys() & refs.keys()), desc="pairs", unit="pair", leave=False):
         try:
             a, b = read_rgb(preds[name]), read_rgb(refs[name])
             if a.shape != b.shape:
-                raise BadInputError(preds[name], f"size {a.shape[1]}x{a.shape[0]} differs from the reference's "
-                                                 f"{b.shape[1]}x{b.shape[0]}")
+                raise BadInputError(
+                    preds[name],
+                    f"size {a.shape[1]}x{a.shape[0]} differs from the reference's {b.shape[1]}x{b.shape[0]}",
+                )
             pairs[name] = {"psnr": psnr(a, b), "ssim": ssim(a, b)}
         except BadInputError as exc:
             errors[name] = str(exc)
@@ -168,8 +169,9 @@ def format_pairs(report: dict[str, Any]) -> str:
     lines = [f"{'image':<{width}}  {'PSNR':>7}  {'SSIM':>6}"]
     lines += [f"{n:<{width}}  {v['psnr']:7.3f}  {v['ssim']:6.4f}" for n, v in report["pairs"].items()]
     if report["pairs"]:
-        lines.append(f"{'mean':<{width}}  {report['mean_psnr']:7.3f}  {report['mean_ssim']:6.4f}"
-                     f"  ({len(report['pairs'])} pairs)")
+        lines.append(
+            f"{'mean':<{width}}  {report['mean_psnr']:7.3f}  {report['mean_ssim']:6.4f}  ({len(report['pairs'])} pairs)"
+        )
     else:
         lines.append("no matching file names")
     lines += [f"only in {report['pred_dir']}: {n}" for n in report["only_in_pred"]]
@@ -181,14 +183,18 @@ def format_pairs(report: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- eval table
 
 
-def _row(per_set: dict[str, dict[str, float]], errors: dict[str, dict[str, str]],
-         missing: list[str]) -> dict[str, Any]:
+def _row(per_set: dict[str, dict[str, float]], errors: dict[str, dict[str, str]], missing: list[str]) -> dict[str, Any]:
     """Table row: mean per set and "All" = mean over every image pooled (None if a set is missing)."""
     means: dict[str, float | None] = {s: _mean(per_set[s].values()) if s in per_set else None for s in SETS}
     pooled = [v for s in SETS if s in per_set for v in per_set[s].values()]
     means["All"] = None if missing else _mean(pooled)
-    return {"niqe": means, "counts": {s: len(per_set.get(s, {})) for s in SETS},
-            "images": per_set, "errors": errors, "missing_sets": missing}
+    return {
+        "niqe": means,
+        "counts": {s: len(per_set.get(s, {})) for s in SETS},
+        "images": per_set,
+        "errors": errors,
+        "missing_sets": missing,
+    }
 
 
 def table_report(
@@ -225,7 +231,7 @@ def table_report(
         rows[model_name] = _score_dir(work / model_name, sets, missing, model_name)
         for s in sets:  # inputs the model could not enhance: listed with the row's errors
             for src, why in failed[s]:
-                rows[model_name]["errors"].setdefault(s, {})[_key(src, data / s)] = why.removeprefix(f"{src}: ")
+                rows[model_name]["errors"].setdefault(s, {})[image_key(src, data / s)] = why.removeprefix(f"{src}: ")
         for name, method in BASELINES.items() if baselines else ():
             for s in sets:
                 _run_baseline(method, data / s, work / name / s, f"{name} {s}")
@@ -233,8 +239,14 @@ def table_report(
         for name, folder in (compare or {}).items():
             have = [s for s in sets if (Path(folder) / s).is_dir()]
             rows[name] = _score_dir(Path(folder), have, [s for s in SETS if s not in have], name)
-    return {"data": str(data), "weights": str(weights or "shipped model"), "out": str(out) if out else None,
-            "sets": list(SETS), "all": "mean over all images pooled", "rows": rows}
+    return {
+        "data": str(data),
+        "weights": str(weights or "shipped model"),
+        "out": str(out) if out else None,
+        "sets": list(SETS),
+        "all": "mean over all images pooled",
+        "rows": rows,
+    }
 
 
 @contextlib.contextmanager
@@ -248,8 +260,9 @@ def _workdir(out: str | os.PathLike | None) -> Iterator[Path]:
 
 
 def _score_dir(folder: Path, sets: list[str], missing: list[str], label: str) -> dict[str, Any]:
-    return _score_sets({s: {_key(f, folder / s): f for f in list_images(folder / s)} for s in sets},
-                       missing, label)
+    return _score_sets(
+        {s: {image_key(f, folder / s): f for f in list_images(folder / s)} for s in sets}, missing, label
+    )
 
 
 def _score_sets(files: dict[str, dict[str, Path]], missing: list[str], label: str) -> dict[str, Any]:
@@ -264,7 +277,7 @@ def _run_baseline(method: Callable[[np.ndarray], np.ndarray], src: Path, dst: Pa
     """Apply a classical method to every image of `src`, written as PNG under `dst`."""
     for f in tqdm(list_images(src), desc=desc, unit="img", leave=False):
         with contextlib.suppress(BadInputError):  # unreadable inputs are already reported in "Input"
-            write_image((dst / _key(f, src)).with_suffix(".png"), method(read_rgb(f)), ImageMeta("RGB"))
+            write_image((dst / image_key(f, src)).with_suffix(".png"), method(read_rgb(f)), ImageMeta("RGB"))
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -289,6 +302,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     """Write `obj` as JSON atomically (inf -> null, which JSON lacks)."""
+
     def clean(o: Any) -> Any:
         if isinstance(o, float) and not math.isfinite(o):
             return None
@@ -300,131 +314,3 @@ def write_json(obj: Any, path: str | os.PathLike) -> None:
 
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(clean(obj), indent=2) + "\n", encoding="utf-8")
-
-
-# --------------------------------------------------------------------------- eval sheet
-
-_PAD, _TITLE_H, _CAPTION_H = 8, 24, 16
-
-
-def _column_titles(dirs: Sequence[Path]) -> list[str]:
-    """Folder names, with the parent added where two columns would share a name."""
-    names = [d.name or str(d) for d in dirs]
-    return [f"{d.parent.name}/{d.name}" if names.count(n) > 1 else n for d, n in zip(dirs, names, strict=True)]
-
-
-def _thumb(path: Path | None, height: int) -> Image.Image | None:
-    if path is None:
-        return None
-    try:
-        img = Image.fromarray(read_rgb(path))
-    except BadInputError:
-        return None
-    width = max(1, round(img.width * height / img.height))
-    return img.resize((width, height), Image.Resampling.LANCZOS)
-
-
-def sheet_layout(widths: list[list[int]], height: int) -> tuple[list[int], tuple[int, int]]:
-    """Column widths (widest thumbnail per column, at least `height`) and the sheet's (W, H) for a
-    grid of thumbnail widths[row][col] all `height` tall: a title band, then one row per image
-    with a caption band under it for the file name."""
-    ncols = len(widths[0]) if widths else 0
-    col_w = [max([height] + [r[c] for r in widths]) for c in range(ncols)]
-    w = _PAD + sum(cw + _PAD for cw in col_w)
-    h = _TITLE_H + len(widths) * (height + _CAPTION_H + _PAD) + _PAD
-    return col_w, (w, h)
-
-
-def _collect(input_dir: Path, output_dirs: Sequence[Path]) -> tuple[list[str], list[list[Path | None]]]:
-    """Rows = images of INPUT_DIR; each OUTPUT_DIR's file with the same name (any extension)."""
-    inputs = list_images(input_dir)
-    if not inputs:
-        raise BadInputError(input_dir, "no images here")
-    outs = [{_key(p, d): p for p in list_images(d)} for d in output_dirs]
-    names = [_key(p, input_dir) for p in inputs]
-    return names, [[p] + [o.get(n) for o in outs] for n, p in zip(names, inputs, strict=True)]
-
-
-def make_sheet(
-    input_dir: str | os.PathLike,
-    output_dirs: Sequence[str | os.PathLike],
-    outputs: Sequence[str | os.PathLike],
-    height: int = 160,
-) -> tuple[int, int]:
-    """Before/after contact sheet: a column per folder (input first), a row per input image, each
-    thumbnail `height` px tall. Writes every path in `outputs` (.png/.jpg: one image; .html: a
-    self-contained page with embedded thumbnails). Returns the image's (width, height)."""
-    input_dir = Path(input_dir)
-    dirs = [Path(d) for d in output_dirs]
-    for d in dirs:
-        if not d.is_dir():
-            raise BadInputError(d, "no such directory")
-    names, grid = _collect(input_dir, dirs)
-    titles = _column_titles([input_dir, *dirs])
-    thumbs = [[_thumb(p, height) for p in row] for row in tqdm(grid, desc="sheet", unit="row", leave=False)]
-    widths = [[t.width if t else height for t in row] for row in thumbs]
-    col_w, size = sheet_layout(widths, height)
-    for out in map(Path, outputs):
-        if out.suffix.lower() in {".html", ".htm"}:
-            page = _sheet_html(titles, names, thumbs)
-            with atomic_output(out) as tmp:
-                tmp.write_text(page, encoding="utf-8")
-        else:
-            sheet = _sheet_image(titles, names, thumbs, col_w, size, height)
-            with atomic_output(out) as tmp:
-                try:
-                    sheet.save(tmp, format=Image.registered_extensions().get(out.suffix.lower()))
-                except (KeyError, ValueError) as exc:
-                    raise BadInputError(out, "unknown image type; use .png, .jpg or .html") from exc
-    return size
-
-
-def _sheet_image(titles: list[str], names: list[str], thumbs: list[list[Image.Image | None]],
-                 col_w: list[int], size: tuple[int, int], height: int) -> Image.Image:
-    sheet = Image.new("RGB", size, (255, 255, 255))
-    draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default()
-    xs = np.cumsum([_PAD] + [w + _PAD for w in col_w])[:-1].tolist()
-    for x, w, title in zip(xs, col_w, titles, strict=True):
-        draw.text((x, _PAD // 2), _fit(draw, title, w, font), fill=(0, 0, 0), font=font)
-    for r, (name, row) in enumerate(zip(names, thumbs, strict=True)):
-        y = _TITLE_H + r * (height + _CAPTION_H + _PAD)
-        for x, w, t in zip(xs, col_w, row, strict=True):
-            if t is None:  # no such output (or unreadable): a grey box says so
-                x0 = x + (w - height) // 2
-                draw.rectangle((x0, y, x0 + height - 1, y + height - 1), fill=(200, 200, 200))
-                draw.text((x0 + 4, y + 4), "missing", fill=(0, 0, 0), font=font)
-            else:
-                sheet.paste(t, (x + (w - t.width) // 2, y))
-        draw.text((xs[0], y + height + 2), _fit(draw, name, size[0] - 2 * _PAD, font), fill=(60, 60, 60), font=font)
-    return sheet
-
-
-def _fit(draw: ImageDraw.ImageDraw, text: str, width: int, font: ImageFont.ImageFont) -> str:
-    """`text` shortened with an ellipsis to fit `width` pixels."""
-    if draw.textlength(text, font=font) <= width:
-        return text
-    while text and draw.textlength(text + "...", font=font) > width:
-        text = text[:-1]
-    return text + "..."
-
-
-def _sheet_html(titles: list[str], names: list[str], thumbs: list[list[Image.Image | None]]) -> str:
-    def cell(t: Image.Image | None) -> str:
-        if t is None:
-            return "<td class=missing>missing</td>"
-        buf = io.BytesIO()
-        t.save(buf, format="JPEG", quality=90)
-        return f'<td><img src="data:image/jpeg;base64,{base64.b64encode(buf.getvalue()).decode()}"></td>'
-
-    head = "".join(f"<th>{html.escape(t)}</th>" for t in titles)
-    body = "\n".join(
-        f"<tr>{''.join(cell(t) for t in row)}</tr>\n<tr><td class=name colspan={len(row)}>{html.escape(n)}</td></tr>"
-        for n, row in zip(names, thumbs, strict=True)
-    )
-    return (
-        "<!doctype html>\n<html><head><meta charset=utf-8><title>enlighten-ray sheet</title>\n<style>"
-        "body{font-family:sans-serif}td{text-align:center;vertical-align:top}"
-        ".name{text-align:left;color:#444;font-size:small}.missing{background:#ccc}</style></head>\n"
-        f"<body><table>\n<tr>{head}</tr>\n{body}\n</table></body></html>\n"
-    )

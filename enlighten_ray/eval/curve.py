@@ -13,12 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from .enhance import Enhancer
-from .errors import BadInputError
-from .evaluate import read_rgb
-from .metrics import niqe
-from .models.generator import LUMA
-from .weights import GENERATOR_FILE, load_generator
+from enlighten_ray.errors import BadInputError
+from enlighten_ray.eval.metrics import niqe
+from enlighten_ray.eval.table import read_rgb
+from enlighten_ray.infer.enhancer import Enhancer
+from enlighten_ray.models.generator import LUMA
+from enlighten_ray.models.weights import GENERATOR_FILE, load_generator
 
 __all__ = ["checkpoint_curve", "holdout_images", "output_stats", "plot_curve"]
 
@@ -27,7 +27,7 @@ LOSSES = ("g_global", "g_local", "sfp", "d_global", "d_local")
 
 def holdout_images(folder: str | os.PathLike, listing: str | os.PathLike) -> list[Path]:
     """The files of `folder` named in the hold-out list (as `data.holdout` reads it)."""
-    from .data import read_holdout
+    from enlighten_ray.train.data import read_holdout
 
     paths = [Path(folder) / name for name in read_holdout(str(listing))]
     missing = [str(p) for p in paths if not p.is_file()]

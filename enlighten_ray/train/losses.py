@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import LossConfig
+from enlighten_ray.config import LossSettings
 
 __all__ = [
     "EnlightenGANLoss",
@@ -87,7 +87,7 @@ class EnlightenGANLoss:
     """Holds G, both Ds and the VGG features; one method per phase of a training step."""
 
     def __init__(
-        self, generator: nn.Module, d_global: nn.Module, d_local: nn.Module, vgg: nn.Module, cfg: LossConfig
+        self, generator: nn.Module, d_global: nn.Module, d_local: nn.Module, vgg: nn.Module, cfg: LossSettings
     ) -> None:
         self.generator, self.d_global, self.d_local, self.vgg, self.cfg = generator, d_global, d_local, vgg, cfg
 

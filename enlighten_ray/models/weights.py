@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_output
-from .errors import BadInputError
-from .models.generator import EnlightenGenerator
+from enlighten_ray.errors import BadInputError, reason
+from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.models.generator import EnlightenGenerator
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -30,7 +30,7 @@ __all__ = [
 
 FORMAT = "enlighten-ray-generator"
 GENERATOR_FILE = "generator.pt"
-DEFAULT_WEIGHTS = Path(__file__).parent / "assets" / "enlightengan-cpu.pt"
+DEFAULT_WEIGHTS = Path(__file__).parents[1] / "assets" / "enlightengan-cpu.pt"
 
 
 def save_generator(
@@ -103,9 +103,7 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise BadInputError(
-            path, f"cannot read weights ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})"
-        ) from exc
+        raise BadInputError(path, f"cannot read weights ({reason(exc)})") from exc
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj["state_dict"], dict(obj["config"]), "ours", dict(obj.get("meta", {}))
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):

@@ -66,6 +66,7 @@ def ahe(img: np.ndarray, tiles: int = 8, clip_limit: float = 2.0) -> np.ndarray:
 
 def _box(x: np.ndarray, r: int) -> np.ndarray:
     """Mean over a (2r+1)^2 window, shrunk at the borders, via cumulative sums."""
+
     def along(a: np.ndarray, axis: int) -> np.ndarray:
         n = a.shape[axis]
         c = np.cumsum(np.moveaxis(a, axis, 0), axis=0)

@@ -14,38 +14,30 @@ Two stages, both Ray Data CPU tasks:
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import io
 import math
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow.fs as pafs
 import ray
 import ray.data
 import torch
-from PIL import Image
 from ray.data.expressions import col
 from torchvision.transforms import v2
 
-from .atomic import is_partial
-from .config import Config, DataConfig
-from .errors import BadInputError
-from .images import IMAGE_EXTENSIONS, decode_image, media_kind
-from .transforms import augment_low, augment_normal
-from .video import VIDEO_EXTENSIONS, VideoReader
+from enlighten_ray.config import Config, DataSettings
+from enlighten_ray.errors import BadInputError, reason
+from enlighten_ray.io.images import IMAGE_EXTENSIONS, decode_image, encode_png
+from enlighten_ray.io.storage import Location, fetched
+from enlighten_ray.io.video import VIDEO_EXTENSIONS, VideoReader
+from enlighten_ray.train.transforms import augment_low, augment_normal
 
 __all__ = [
     "DomainScan",
-    "list_media",
+    "domain_files",
     "plan_epoch",
     "sample_frame",
     "scan_domain",
@@ -59,65 +51,14 @@ MAX_LISTED_ERRORS = 10  # bad files printed by name; the rest are counted
 # ----------------------------------------------------------------------------------------- listing
 
 
-def _filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
-    """pyarrow filesystem and path for a local path or URI; local paths are made absolute."""
-    if "://" in uri:
-        try:
-            return pafs.FileSystem.from_uri(uri)
-        except (OSError, ValueError) as exc:
-            raise BadInputError(uri, f"cannot open this location ({exc})") from exc
-    return pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
-
-
-def media_files(fs: pafs.FileSystem, root: str, exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """Sorted [(path, "image" | "video")] under the folder/prefix `root`, or the one file it names.
-    Hidden files and folders, our own partial outputs and anything under an `exclude` root are skipped."""
-    info = fs.get_file_info(root)
-    if info.type == pafs.FileType.File:
-        infos = [info]
-    elif info.type == pafs.FileType.Directory:
-        infos = fs.get_file_info(pafs.FileSelector(root, recursive=True))
-    else:
-        raise BadInputError(root, "no such file or directory")
-    prefixes = tuple(x.rstrip("/") + "/" for x in exclude)
-    return sorted(
-        (i.path, media_kind(i.path))
-        for i in infos
-        if i.type == pafs.FileType.File
-        and media_kind(i.path)
-        and not is_partial(i.path)
-        and not i.path.startswith(prefixes)
-        and not any(part.startswith(".") for part in i.path[len(root) :].split("/"))  # hidden files/folders
-    )
-
-
-def list_media(uri: str) -> tuple[pafs.FileSystem, list[tuple[str, str]]]:
-    """(filesystem, `media_files`) of a local path or URI; no media at all is a `BadInputError`."""
-    fs, root = _filesystem(uri)
-    try:
-        files = media_files(fs, root)
-    except BadInputError as exc:
-        raise BadInputError(uri, exc.reason) from exc
-    except OSError as exc:
-        raise BadInputError(uri, f"cannot list ({exc})") from exc
+def domain_files(uri: str) -> tuple[Location, list[tuple[str, str]]]:
+    """(location, its media) of a training domain; no media at all is a `BadInputError`."""
+    loc = Location(uri)
+    files = loc.media()
     if not files:
         exts = " ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
         raise BadInputError(uri, f"no images or videos found (looked for {exts})")
-    return fs, files
-
-
-# ---------------------------------------------------------------------------------------- decoding
-
-
-def _read_bytes(fs: pafs.FileSystem, path: str) -> bytes:
-    with fs.open_input_stream(path) as f:
-        return f.read()
-
-
-def _encode_png(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG", compress_level=1)  # lossless; level 1 is fast
-    return buf.getvalue()
+    return loc, files
 
 
 def sample_frame(index: int, rate: float, every_n: int, fps: float) -> bool:
@@ -128,19 +69,6 @@ def sample_frame(index: int, rate: float, every_n: int, fps: float) -> bool:
     if index == 0 or fps >= rate:
         return True
     return math.floor(index * fps / rate) != math.floor((index - 1) * fps / rate)
-
-
-@contextlib.contextmanager
-def _local_file(fs: pafs.FileSystem, path: str) -> Iterator[str]:
-    """A local path for PyAV: the file itself, or a temporary copy of a remote object."""
-    if isinstance(fs, pafs.LocalFileSystem):
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="enlighten-ray-") as tmp:
-        local = os.path.join(tmp, os.path.basename(path))
-        with fs.open_input_stream(path) as src, open(local, "wb") as dst:
-            shutil.copyfileobj(src, dst, 1 << 20)
-        yield local
 
 
 def read_holdout(path: str) -> list[str]:
@@ -156,7 +84,7 @@ def _without_holdout(files: list[tuple[str, str]], uri: str, holdout: str) -> li
     """Leave out the low files named in the hold-out list (paths relative to data.low). A name that
     matches nothing is an error: a silently ignored hold-out would leak into training."""
     names = set(read_holdout(holdout))
-    root = _filesystem(uri)[1].rstrip("/") + "/"
+    root = Location(uri).root.rstrip("/") + "/"
     kept = [(p, k) for p, k in files if p.removeprefix(root) not in names]
     if len(files) - len(kept) != len(names):
         found = {p.removeprefix(root) for p, _ in files}
@@ -173,23 +101,20 @@ def _row(path: str, status: str, *, pts: int = -1, reason: str = "", data: bytes
     return {"path": path, "pts": pts, "status": status, "reason": reason, "data": data}
 
 
-def _reason(exc: BaseException) -> str:
-    return exc.reason if isinstance(exc, BadInputError) else (str(exc).splitlines() or [type(exc).__name__])[0][:200]
-
-
-def _scan_image(fs: pafs.FileSystem, path: str, max_mean: float) -> list[dict[str, Any]]:
-    data = _read_bytes(fs, path)
+def _scan_image(loc: Location, path: str, max_mean: float) -> list[dict[str, Any]]:
+    with loc.fs.open_input_stream(path) as f:
+        data = f.read()
     rgb, _ = decode_image(data, path)
     if max_mean > 0 and rgb.mean() >= max_mean:
         return [_row(path, "bright")]
     return [_row(path, "ok", data=data)]
 
 
-def _scan_video(fs: pafs.FileSystem, path: str, cfg: DataConfig, max_mean: float) -> list[dict[str, Any]]:
+def _scan_video(loc: Location, path: str, cfg: DataSettings, max_mean: float) -> list[dict[str, Any]]:
     """Sampled frames as PNG rows. A decode error part-way keeps the frames before it and adds one
     `bad` row, so a truncated recording still contributes what it holds."""
     rows: list[dict[str, Any]] = []
-    with _local_file(fs, path) as local, VideoReader(local) as reader:
+    with fetched(loc, path) as local, VideoReader(local) as reader:
         rate = float(reader.info.rate or 25)
         try:
             for index, frame in enumerate(reader.frames()):
@@ -198,24 +123,24 @@ def _scan_video(fs: pafs.FileSystem, path: str, cfg: DataConfig, max_mean: float
                 if max_mean > 0 and frame.rgb.mean() >= max_mean:
                     rows.append(_row(path, "bright", pts=frame.pts))
                 else:
-                    rows.append(_row(path, "ok", pts=frame.pts, data=_encode_png(frame.rgb)))
+                    rows.append(_row(path, "ok", pts=frame.pts, data=encode_png(frame.rgb)))
         except Exception as exc:  # noqa: BLE001 - any decoder error: keep what was read
             if not rows:
                 raise
-            rows.append(_row(path, "bad", reason=f"decoding stopped after {len(rows)} sampled frames ({_reason(exc)})"))
+            rows.append(_row(path, "bad", reason=f"decoding stopped after {len(rows)} sampled frames ({reason(exc)})"))
     return rows
 
 
-def _scan_file(row: dict[str, Any], fs: pafs.FileSystem, cfg: DataConfig, max_mean: float) -> list[dict[str, Any]]:
+def _scan_file(row: dict[str, Any], loc: Location, cfg: DataSettings, max_mean: float) -> list[dict[str, Any]]:
     """Ray Data flat_map UDF. Catches every per-file error: Ray Data fails the whole dataset on one
     failed block by default, and one bad file must never stop a run."""
     path = row["path"]
     try:
         if row["kind"] == "image":
-            return _scan_image(fs, path, max_mean)
-        return _scan_video(fs, path, cfg, max_mean)
+            return _scan_image(loc, path, max_mean)
+        return _scan_video(loc, path, cfg, max_mean)
     except Exception as exc:  # noqa: BLE001
-        return [_row(path, "bad", reason=_reason(exc))]
+        return [_row(path, "bad", reason=reason(exc))]
 
 
 @dataclass
@@ -240,23 +165,23 @@ class DomainScan:
             text += f"; {self.bright} not darker than data.max_mean={max_mean:g} left out"
         if self.bad:
             text += f"; {len(self.bad)} unreadable, skipped"
-            for path, reason in self.bad[:MAX_LISTED_ERRORS]:
-                text += f"\n  skipped {path}: {reason}"
+            for path, why in self.bad[:MAX_LISTED_ERRORS]:
+                text += f"\n  skipped {path}: {why}"
             if len(self.bad) > MAX_LISTED_ERRORS:
                 text += f"\n  ... and {len(self.bad) - MAX_LISTED_ERRORS} more"
         return text
 
 
-def scan_domain(uri: str, cfg: DataConfig, role: str) -> DomainScan:
+def scan_domain(uri: str, cfg: DataSettings, role: str) -> DomainScan:
     """Decode, sample and filter one domain in Ray Data tasks (needs a running Ray). The darkness
     threshold applies to the low domain only. Raises `BadInputError` when nothing usable is left."""
     if not uri:
         raise BadInputError(f"data.{role}", "not set: give a folder or URI of images or videos")
-    fs, files = list_media(uri)
+    loc, files = domain_files(uri)
     if role == "low" and cfg.holdout:
         files = _without_holdout(files, uri, cfg.holdout)
     max_mean = cfg.max_mean if role == "low" else 0.0
-    scan_fn = functools.partial(_scan_file, fs=fs, cfg=cfg, max_mean=max_mean)
+    scan_fn = functools.partial(_scan_file, loc=loc, cfg=cfg, max_mean=max_mean)
     items = [{"path": p, "kind": k} for p, k in files]
     scanned = ray.data.from_items(items, override_num_blocks=min(len(items), 200)).flat_map(scan_fn).materialize()
     meta = scanned.select_columns(["path", "pts", "status", "reason"]).take_all()
@@ -291,7 +216,7 @@ def plan_epoch(n_low: int, n_normal: int, cfg: Config) -> tuple[int, int]:
     return steps, steps * batch
 
 
-def _augment_batch(batch: dict[str, np.ndarray], role: str, cfg: DataConfig) -> dict[str, np.ndarray]:
+def _augment_batch(batch: dict[str, np.ndarray], role: str, cfg: DataSettings) -> dict[str, np.ndarray]:
     """Ray Data map_batches UDF: encoded images -> augmented (B, 3, S, S) float32 crops in [-1, 1]
     (`low` + `low_input` for the low domain, `normal` for the other). Items that fail to decode
     are reported and dropped instead of failing the block."""
@@ -304,7 +229,7 @@ def _augment_batch(batch: dict[str, np.ndarray], role: str, cfg: DataConfig) -> 
             image, _ = decode_image(data, path)
             crops = augment_low(image, cfg, rng) if role == "low" else {"normal": augment_normal(image, cfg)}
         except Exception as exc:  # noqa: BLE001
-            print(f"enlighten-ray: skipping {path}: {_reason(exc)}", file=sys.stderr)
+            print(f"enlighten-ray: skipping {path}: {reason(exc)}", file=sys.stderr)
             continue
         for k in keys:
             out[k].append(crops[k])
@@ -312,7 +237,7 @@ def _augment_batch(batch: dict[str, np.ndarray], role: str, cfg: DataConfig) -> 
     return {k: torch.stack(v).numpy() if v else np.zeros((0, 3, size, size), np.float32) for k, v in out.items()}
 
 
-def _epoch_dataset(scan: DomainScan, rows: int, cfg: DataConfig) -> ray.data.Dataset:
+def _epoch_dataset(scan: DomainScan, rows: int, cfg: DataSettings) -> ray.data.Dataset:
     """Each execution (= each epoch) visits the blocks (a few items each) in a new order; the
     trainer's local shuffle buffer mixes items across blocks. A global `random_shuffle` of the
     encoded images held a core for minutes per epoch on a 2-core machine. The shorter domain is

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torchvision.transforms import v2
 
-from .config import DataConfig
+from enlighten_ray.config import DataSettings
 
 __all__ = ["crop_and_flip", "darken", "to_model_range", "augment_low", "augment_normal"]
 
@@ -34,7 +34,7 @@ def darken(image: torch.Tensor, factor: float) -> torch.Tensor:
     return (image + 1) / factor - 1
 
 
-def augment_low(image: np.ndarray, cfg: DataConfig, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+def augment_low(image: np.ndarray, cfg: DataSettings, rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """`low` is the crop the SFP loss compares against; `low_input` is what G sees."""
     low = crop_and_flip(to_model_range(image), cfg.crop_size, cfg.flip)
     low_input = low
@@ -43,5 +43,5 @@ def augment_low(image: np.ndarray, cfg: DataConfig, rng: np.random.Generator) ->
     return {"low": low, "low_input": low_input}
 
 
-def augment_normal(image: np.ndarray, cfg: DataConfig) -> torch.Tensor:
+def augment_normal(image: np.ndarray, cfg: DataSettings) -> torch.Tensor:
     return crop_and_flip(to_model_range(image), cfg.crop_size, cfg.flip)

@@ -63,9 +63,7 @@ def _cubic(x: np.ndarray) -> np.ndarray:
     """Keys' cubic kernel with a = -0.5, the one in MATLAB's imresize.m."""
     ax = np.abs(x)
     ax2, ax3 = ax**2, ax**3
-    return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * (
-        (ax > 1) & (ax <= 2)
-    )
+    return (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
 
 
 def _contributions(n_in: int, n_out: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -229,4 +227,3 @@ def ssim(pred: np.ndarray, ref: np.ndarray, data_range: float = 255.0) -> float:
     cxy = _gaussian_valid(x * y, g) - mx * my
     smap = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return float(smap.mean())
-

@@ -1,0 +1,1 @@
+"""Enhancing frames with a trained generator: on one machine and as a Ray Data job."""

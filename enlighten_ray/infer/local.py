@@ -1,0 +1,274 @@
+"""Enhancing on one machine: a video, an image, or a folder of both.
+
+The video pipeline overlaps decode, model and encode: a decode thread batches frames into a
+bounded queue, the calling thread runs the model, an encode thread writes (PyAV releases the GIL
+while it codes, torch while it computes).
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from enlighten_ray.errors import BadInputError, reason
+from enlighten_ray.infer.enhancer import Enhancer
+from enlighten_ray.infer.plan import output_name
+from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.io.encode import EncoderOptions, VideoWriter
+from enlighten_ray.io.images import IMAGE_EXTENSIONS, media_kind, read_image, write_image
+from enlighten_ray.io.storage import Location
+from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader
+
+__all__ = ["Job", "Summary", "enhance_image", "enhance_path", "enhance_video", "plan_jobs"]
+
+# Decoded batches waiting for the model, and enhanced batches waiting for the encoder.
+QUEUE_BATCHES = 3
+
+
+class _Stop(Exception):
+    """Raised in a pipeline thread when another thread failed or the user interrupted."""
+
+
+@dataclass
+class _Pipeline:
+    """Bounded queues between the decode thread, the model (caller's thread) and the encode thread."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    error: list[BaseException] = field(default_factory=list)
+
+    def put(self, q: queue.Queue, item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+        raise _Stop
+
+    def get(self, q: queue.Queue) -> Any:
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        raise _Stop
+
+    def thread(self, target: Callable[[], None]) -> threading.Thread:
+        def guarded() -> None:
+            try:
+                target()
+            except _Stop:
+                pass
+            except BaseException as exc:  # handed to the caller's thread, which re-raises it
+                self.error.append(exc)
+                self.stop.set()
+
+        t = threading.Thread(target=guarded, daemon=True)
+        t.start()
+        return t
+
+
+_END = object()
+
+
+def enhance_video(
+    src: str | Path,
+    dst: str | Path,
+    enhancer: Enhancer,
+    encoder: EncoderOptions | None = None,
+    *,
+    side_by_side: bool = False,
+    progress: bool | None = None,
+) -> int:
+    """Enhance a video file into `dst` (written atomically); returns the number of frames.
+
+    Frame count, timestamps, duration, audio/subtitle packets, rotation and colour tags follow the
+    source. side_by_side: each output frame is input | enhanced, twice as wide.
+    """
+    src, dst = Path(src), Path(dst)
+    with VideoReader(src) as reader:
+        info = reader.info
+        size = (info.width * 2, info.height) if side_by_side else None
+        total = info.frame_count
+        with (
+            atomic_output(dst) as tmp,
+            VideoWriter(tmp, info, encoder or EncoderOptions(), size=size, copy_from=src) as writer,
+            tqdm(total=total, unit="frame", desc=src.name, disable=_no_bar(progress)) as bar,
+        ):
+            count = _run_pipeline(reader, writer, enhancer, side_by_side, bar)
+            writer.end_pts = reader.end_pts
+            bar.total = count  # the header's count may include frames an edit list drops
+            bar.refresh()
+    return count
+
+
+def _no_bar(progress: bool | None) -> bool | None:
+    return None if progress is None else not progress  # None: tqdm shows a bar on terminals only
+
+
+def _run_pipeline(reader: VideoReader, writer: VideoWriter, enhancer: Enhancer, side_by_side: bool, bar: tqdm) -> int:
+    p = _Pipeline()
+    decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+    enhanced: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
+    count = 0
+
+    def decode() -> None:
+        for batch in reader.batches(enhancer.batch_size):
+            p.put(decoded, batch)
+        p.put(decoded, _END)
+
+    def encode() -> None:
+        while (item := p.get(enhanced)) is not _END:
+            for rgb, pts in zip(*item):
+                writer.write(rgb, pts)
+            bar.update(len(item[1]))
+
+    threads = [p.thread(decode), p.thread(encode)]
+    try:
+        try:
+            while (item := p.get(decoded)) is not _END:
+                frames, pts = item
+                out = enhancer(frames)
+                if side_by_side:
+                    out = np.concatenate([frames, out], axis=2)  # (B, H, 2W, 3): input | output
+                p.put(enhanced, (out, pts))
+                count += len(pts)
+            p.put(enhanced, _END)
+            for t in threads:
+                while t.is_alive():  # join in slices so Ctrl-C still reaches this thread
+                    t.join(timeout=0.1)
+        finally:
+            p.stop.set()  # on any exit, threads waiting on a queue give up
+            for t in threads:
+                t.join()
+    except _Stop:
+        pass  # a pipeline thread failed: its error is raised below
+    if p.error:
+        raise p.error[0]
+    return count
+
+
+# ---------------------------------------------------------------------------------------- images
+
+
+def enhance_image(src: str | Path, dst: str | Path, enhancer: Enhancer) -> None:
+    """Enhance one image into `dst` (written atomically) in a mode like the input's."""
+    rgb, meta = read_image(src)
+    write_image(dst, enhancer(rgb), meta)
+
+
+# ---------------------------------------------------------------------------------------- paths
+
+
+@dataclass(frozen=True)
+class Job:
+    src: Path
+    dst: Path
+    kind: str  # "image" or "video"
+
+
+@dataclass
+class Summary:
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def plan_jobs(src: str | Path, dst: str | Path) -> list[Job]:
+    """Pair inputs with outputs. A file goes to `dst` (or into it when it is a folder); a folder's
+    images and videos go to the same relative paths under `dst`. Never an output on an input."""
+    src, dst = Path(src), Path(dst)
+    if not src.exists():
+        raise BadInputError(src, "no such file or folder")
+    if src.is_dir():
+        return _plan_folder(src, dst)
+    kind = media_kind(src)
+    if kind is None:
+        raise BadInputError(src, "not an image or video file (unknown extension)")
+    if dst.is_dir() or str(dst).endswith(("/", "\\")):
+        dst = dst / src.name
+    _check_output_kind(src, dst, kind)
+    if dst.resolve() == src.resolve():
+        raise BadInputError(dst, "is the input itself: choose another OUTPUT")
+    return [Job(src, dst, kind)]
+
+
+def _check_output_kind(src: Path, dst: Path, kind: str) -> None:
+    suffix = dst.suffix.lower()
+    if kind == "image" and suffix not in IMAGE_EXTENSIONS:
+        raise BadInputError(dst, f"an image needs an image OUTPUT ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    if kind == "video" and suffix not in OUTPUT_FORMATS:
+        raise BadInputError(dst, f"a video needs a video OUTPUT ({', '.join(sorted(OUTPUT_FORMATS))})")
+
+
+def _plan_folder(src: Path, dst: Path) -> list[Job]:
+    if dst.exists() and not dst.is_dir():
+        raise BadInputError(dst, "INPUT is a folder, so OUTPUT must be a folder")
+    if dst.resolve() == src.resolve():
+        raise BadInputError(dst, "is the input folder: outputs would replace the inputs")
+    root = src.resolve()
+    jobs = []
+    for path, kind in Location(str(root)).media(exclude=(str(dst.resolve()),)):
+        rel = Path(path).relative_to(root)
+        jobs.append(Job(src / rel, dst / output_name(rel.as_posix(), kind), kind))
+    return sorted(jobs, key=lambda j: j.src)
+
+
+def enhance_path(
+    src: str | Path,
+    dst: str | Path,
+    enhancer: Enhancer,
+    encoder: EncoderOptions | None = None,
+    *,
+    overwrite: bool = False,
+    side_by_side: bool = False,
+    progress: bool | None = None,
+) -> Summary:
+    """Enhance a file or a folder. Existing outputs are skipped unless `overwrite`. In a folder a bad
+    file is reported on one line and the rest still done; a single bad file raises BadInputError."""
+    jobs = plan_jobs(src, dst)
+    single = Path(src).is_file()
+    summary = Summary()
+    images = sum(j.kind == "image" for j in jobs)
+    with tqdm(total=images, unit="img", desc="images", disable=_no_bar(progress) or images < 2) as bar:
+        for job in jobs:
+            if job.dst.exists() and not overwrite:
+                summary.skipped.append(job.dst)
+                _say(f"skipped {job.src}: {job.dst} exists (use --overwrite to replace it)")
+                continue
+            try:
+                if job.kind == "image":
+                    enhance_image(job.src, job.dst, enhancer)
+                    bar.update()
+                else:
+                    enhance_video(job.src, job.dst, enhancer, encoder, side_by_side=side_by_side, progress=progress)
+            except (BadInputError, av.FFmpegError, OSError, torch.OutOfMemoryError) as exc:
+                error = exc if isinstance(exc, BadInputError) else BadInputError(job.src, _describe(exc))
+                if single:
+                    raise error from exc
+                message = str(error)
+                summary.failed.append((job.src, message))
+                _say(f"enlighten-ray: error: {message}")
+                continue
+            summary.done.append(job.dst)
+    return summary
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return "out of memory (try --tile 512, --max-side or a smaller --batch-size)"
+    return reason(exc)
+
+
+def _say(line: str) -> None:
+    tqdm.write(line, file=sys.stderr)

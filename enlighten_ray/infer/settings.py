@@ -1,0 +1,106 @@
+"""How frames are enhanced, declared once for every runner: `enlighten-ray enhance`, `enlighten-ray
+batch` and `jobs/enhance.py`, `eval table` and the benchmarks. No torch import: `--help` stays fast."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from enlighten_ray.errors import BadInputError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+MAX_STRENGTH = 2.0
+
+
+@dataclass(frozen=True)
+class EnhanceSettings:
+    """precision: auto = bf16 on GPUs and CPUs with native bf16, else fp32. strength scales the learned
+    residual (0 = unchanged, 1 = the paper). tile: overlapping tiles of this many px (None = automatic
+    above 2048 px, 0 = never). max_side: enhance at most this size and apply the change at full size."""
+
+    precision: str = "auto"
+    batch_size: int = 4
+    strength: float = 1.0
+    tile: int | None = None
+    max_side: int | None = None
+
+    def validate(self) -> EnhanceSettings:
+        if self.precision not in PRECISIONS:
+            raise BadInputError("--precision", f"'{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.batch_size < 1:
+            raise BadInputError("--batch-size", f"must be at least 1, got {self.batch_size}")
+        for name, value in (("--max-side", self.max_side), ("--tile", self.tile)):
+            if value is not None and value < 0:
+                raise BadInputError(name, f"must be positive, got {value}")
+        if not 0.0 <= self.strength <= MAX_STRENGTH:
+            raise BadInputError("--strength", f"must be in [0, 2] (0 = unchanged, 1 = the paper), got {self.strength}")
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def pixel_settings(self) -> dict[str, Any]:
+        """The settings that change output pixels (batch size does not)."""
+        return {k: v for k, v in self.as_dict().items() if k != "batch_size"}
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _strength(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= MAX_STRENGTH:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2], got {value}")
+    return value
+
+
+def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
+    """--weights and the `EnhanceSettings` options, with their one set of defaults."""
+    default = EnhanceSettings()
+    p.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="our generator file, a training checkpoint or run directory, or the authors' *_net_G_A.pth "
+        "(default: the model that ships with the package; `enlighten-ray info` describes it)",
+    )
+    p.add_argument(
+        "--precision",
+        default=default.precision,
+        choices=PRECISIONS,
+        help="auto = bf16 on GPUs and CPUs with native bf16 (AVX512-BF16/AMX), fp32 elsewhere; fp16 is for GPUs",
+    )
+    p.add_argument("--batch-size", type=int, default=default.batch_size, metavar="N", help="frames per model call")
+    p.add_argument(
+        "--strength",
+        type=_strength,
+        default=default.strength,
+        metavar="S",
+        help="0 = unchanged, 1 = the paper, up to 2",
+    )
+    p.add_argument(
+        "--max-side",
+        type=_non_negative,
+        metavar="N",
+        help="enhance frames whose longer side exceeds N at N px, then apply the change at full size (default: off)",
+    )
+    p.add_argument(
+        "--tile",
+        type=_non_negative,
+        metavar="N",
+        help="enhance in overlapping N px tiles; 0 = never (default: 1024 px tiles for sides above 2048 px)",
+    )
+
+
+def settings_from_args(args: argparse.Namespace) -> EnhanceSettings:
+    return EnhanceSettings(
+        precision=args.precision,
+        batch_size=args.batch_size,
+        strength=args.strength,
+        tile=args.tile,
+        max_side=args.max_side,
+    ).validate()

@@ -1,0 +1,132 @@
+"""Where inputs and outputs live: a local path or any URI pyarrow opens (s3://, gs://, hdfs://,
+file://), with one way to list media, fetch a file for PyAV, and publish an output atomically.
+
+Credentials and endpoints come from the environment, as pyarrow and the cloud SDKs read them
+(for S3: AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pyarrow.fs as pafs
+
+from enlighten_ray.errors import BadInputError
+from enlighten_ray.io.atomic import atomic_output, is_partial
+from enlighten_ray.io.images import ImageMeta, media_kind, write_image
+
+__all__ = ["Location", "fetched", "put_image", "stored"]
+
+
+class Location:
+    """A folder (or file) as a local path or any URI pyarrow handles (s3://, gs://, hdfs://, file://).
+
+    Pickles as its URI, so every worker builds its own filesystem from its own credentials."""
+
+    def __init__(self, uri: str) -> None:
+        self.uri = uri
+        if "://" in uri:
+            try:
+                self.fs, root = pafs.FileSystem.from_uri(uri)
+            except (OSError, ValueError) as exc:
+                raise BadInputError(uri, f"cannot open this location ({exc})") from exc
+            self.scheme = uri.split("://", 1)[0]
+        else:
+            self.fs, root = pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+            self.scheme = ""
+        self.root = root.rstrip("/") or "/"
+        self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    def __reduce__(self) -> tuple[type, tuple[str]]:
+        return Location, (self.uri,)
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}" if rel else self.root
+
+    def show(self, path: str) -> str:
+        """How a path on this filesystem is written in logs and the manifest."""
+        return path if self.is_local or not self.scheme or self.scheme == "file" else f"{self.scheme}://{path}"
+
+    def exists(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type != pafs.FileType.NotFound
+
+    def contains(self, path: str) -> bool:
+        return path == self.root or path.startswith(self.root.rstrip("/") + "/")
+
+    def remove_tree(self, path: str) -> None:
+        if self.exists(path):
+            self.fs.delete_dir(path)
+
+    def listing(self) -> set[str]:
+        """Every file and folder under the root, from one listing (not a request per output)."""
+        if not self.exists(self.root):
+            return set()
+        return {f.path for f in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))}
+
+    def media(self, exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+        """Sorted [(path, "image" | "video")] under the root, or the one file it names. Hidden files
+        and folders, our own partial outputs and anything under an `exclude` root are skipped."""
+        try:
+            info = self.fs.get_file_info(self.root)
+            if info.type == pafs.FileType.File:
+                infos = [info]
+            elif info.type == pafs.FileType.Directory:
+                infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
+            else:
+                raise BadInputError(self.uri, "no such file or folder")
+        except OSError as exc:
+            raise BadInputError(self.uri, f"cannot list ({exc})") from exc
+        prefixes = tuple(x.rstrip("/") + "/" for x in exclude)
+        start = len(self.root.rstrip("/"))
+        return sorted(
+            (i.path, kind)
+            for i in infos
+            if i.type == pafs.FileType.File
+            and (kind := media_kind(i.path))
+            and not is_partial(i.path)
+            and not i.path.startswith(prefixes)
+            and not any(part.startswith(".") for part in i.path[start:].split("/"))  # hidden files/folders
+        )
+
+
+@contextlib.contextmanager
+def fetched(loc: Location, path: str) -> Iterator[Path]:
+    """A local path for a file on `loc` (remote files are downloaded to a temporary folder)."""
+    if loc.is_local:
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="enlighten-in-") as tmp:
+        local = Path(tmp) / PurePosixPath(path).name
+        with loc.fs.open_input_stream(path) as src, open(local, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        yield local
+
+
+@contextlib.contextmanager
+def stored(loc: Location, path: str) -> Iterator[Path]:
+    """A local file to write; when the block succeeds it becomes `path` on `loc` atomically: local
+    outputs by rename, object-store outputs by one upload of the finished file (S3 and GCS publish
+    an object only when its upload completes). On an exception nothing appears at `path`."""
+    if loc.is_local:
+        with atomic_output(path) as tmp:
+            yield tmp
+        return
+    with tempfile.TemporaryDirectory(prefix="enlighten-out-") as tmp:
+        local = Path(tmp) / PurePosixPath(path).name
+        yield local
+        loc.fs.create_dir(str(PurePosixPath(path).parent), recursive=True)
+        data = local.read_bytes()  # one write call: no half-written object if reading fails midway
+        with loc.fs.open_output_stream(path) as dst:
+            dst.write(data)
+
+
+def put_image(loc: Location, path: str, rgb: np.ndarray, meta: ImageMeta) -> None:
+    if loc.is_local:
+        write_image(path, rgb, meta)  # atomic by itself
+        return
+    with stored(loc, path) as tmp:
+        write_image(tmp, rgb, meta)

@@ -1,0 +1,164 @@
+"""The driver side of training: check the config, scan the data, build the `TorchTrainer` and run
+it (`fit`), and what `enlighten-ray train` and `jobs/train.py` print around it (`launch`)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.data
+import ray.train
+import yaml
+
+from enlighten_ray.config import Config
+from enlighten_ray.errors import BadInputError
+from enlighten_ray.models.weights import load_generator
+from enlighten_ray.train.loop import CONFIG_FILE, train_func
+
+__all__ = ["check_config", "fit", "launch"]
+
+
+def check_config(cfg: Config) -> None:
+    """Reject settings that would fail (or hang) later, naming the key."""
+    s, t = cfg.scaling, cfg.train
+    for role in ("low", "normal"):
+        if not getattr(cfg.data, role):
+            raise BadInputError(f"data.{role}", "not set: give a folder or URI of images or videos")
+    if s.num_workers < 1:
+        raise BadInputError("scaling.num_workers", f"must be >= 1, got {s.num_workers}")
+    if t.batch_size < s.num_workers or t.batch_size % s.num_workers:
+        raise BadInputError(
+            "train.batch_size", f"the global batch {t.batch_size} must split evenly over {s.num_workers} workers"
+        )
+    if s.precision not in ("bf16", "fp32"):
+        raise BadInputError("scaling.precision", f"must be bf16 or fp32, got {s.precision!r}")
+    if s.sync_bn and not s.use_gpu:
+        raise BadInputError("scaling.sync_bn", "SyncBatchNorm needs GPUs (scaling.use_gpu=true)")
+    if cfg.loss.patch_size > cfg.data.crop_size:
+        raise BadInputError("loss.patch_size", f"{cfg.loss.patch_size} is larger than data.crop_size")
+    if cfg.epochs < 1 or t.checkpoint_every < 1:
+        raise BadInputError("optim.epochs_constant", "need at least one epoch and train.checkpoint_every >= 1")
+    if cfg.data.video_every_n < 0 or (cfg.data.video_every_n == 0 and cfg.data.video_fps <= 0):
+        raise BadInputError("data.video_fps", "set data.video_every_n > 0 or data.video_fps > 0")
+
+
+def _storage_path(path: str) -> str:
+    """Ray wants an absolute local path or a URI."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def _check_cluster(cfg: Config) -> None:
+    """Warn where the trainer would wait forever: Ray Data needs a CPU the workers do not hold."""
+    total = ray.cluster_resources()
+    s = cfg.scaling
+    if total.get("CPU", 0) < s.num_workers * s.cpus_per_worker + 1:
+        print(
+            f"enlighten-ray: warning: the cluster has {total.get('CPU', 0):g} CPUs; {s.num_workers} workers x "
+            f"{s.cpus_per_worker:g} leave none for Ray Data, so training waits (lower scaling.cpus_per_worker, "
+            "or add CPUs, unless an autoscaler will)",
+            file=sys.stderr,
+        )
+    if s.use_gpu and total.get("GPU", 0) < s.num_workers:
+        print(
+            f"enlighten-ray: warning: {s.num_workers} GPU workers asked for, the cluster has {total.get('GPU', 0):g} "
+            "GPUs now (use --set scaling.use_gpu=false to train on CPU)",
+            file=sys.stderr,
+        )
+
+
+def _init_generator_state(cfg: Config) -> Any:
+    """Read train.init_generator on the driver (a clear error before training) and ship it to
+    the workers through the object store, so the file need not exist on worker nodes."""
+    if not cfg.train.init_generator:
+        return None
+    model, info = load_generator(cfg.train.init_generator)
+    if info["config"]["width"] != cfg.model.width:
+        raise BadInputError(
+            cfg.train.init_generator, f"generator width {info['config']['width']} != model.width {cfg.model.width}"
+        )
+    return ray.put({k: v.cpu() for k, v in model.state_dict().items()})
+
+
+def fit(cfg: Config, verbose: bool = False, train_loop: Callable[[dict], Any] = train_func) -> ray.train.Result:
+    """Scan both domains, then train on Ray Train. Connects to a running Ray or starts a local one.
+    Fitting again with the same run.storage_path/run.name resumes from the latest checkpoint.
+    `verbose` keeps Ray Train's own INFO logs (every report in full). `train_loop` wraps or
+    replaces `train_func` (tests inject faults this way)."""
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from enlighten_ray.train.data import plan_epoch, scan_domain, training_datasets, validation_images
+
+    check_config(cfg)
+    if not ray.is_initialized():
+        ray.init()  # RAY_ADDRESS / a `ray start` cluster on this node / else a new local one
+    # Per-epoch progress bars of both domains from every worker would bury the training log.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    _check_cluster(cfg)
+    low = scan_domain(cfg.data.low, cfg.data, "low")
+    normal = scan_domain(cfg.data.normal, cfg.data, "normal")
+    for scan in (low, normal):
+        print(scan.summary(cfg.data.max_mean), file=sys.stderr)
+    steps, _ = plan_epoch(low.count, normal.count, cfg)
+    print(f"enlighten-ray: config written to {_write_run_config(cfg)}", file=sys.stderr)
+    print(f"enlighten-ray: {steps} steps of {cfg.train.batch_size} per epoch, {cfg.epochs} epochs", file=sys.stderr)
+    s = cfg.scaling
+    resources = {"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "settings": cfg.to_dict(),
+            "steps_per_epoch": steps,
+            "val": validation_images(low, cfg.data.num_val_images, cfg.data.crop_size),
+            "init_generator": _init_generator_state(cfg),
+        },
+        scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=cfg.run.name,
+            storage_path=_storage_path(cfg.run.storage_path),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.run.num_to_keep or None),
+            failure_config=FailureConfig(max_failures=cfg.failure.max_failures),
+            logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
+        ),
+        datasets=training_datasets(low, normal, cfg),
+    )
+    return trainer.fit()
+
+
+def _write_run_config(cfg: Config) -> str:
+    """The resolved config at <storage_path>/<name>/config.yaml (local path or URI)."""
+    import pyarrow.fs as pafs
+
+    root = _storage_path(cfg.run.storage_path).rstrip("/") + "/" + cfg.run.name
+    fs, path = pafs.FileSystem.from_uri(root if "://" in root else "file://" + root)
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{CONFIG_FILE}") as f:
+        f.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
+    return f"{root}/{CONFIG_FILE}"
+
+
+def launch(cfg: Config, dry_run: bool = False, verbose: bool = False) -> int:
+    """`enlighten-ray train` / `jobs/train.py`: print and store the resolved config, train, and say
+    where the checkpoints and generator.pt are. `dry_run` validates (config, data listing) only."""
+    from enlighten_ray.train.data import domain_files
+
+    check_config(cfg)
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    if dry_run:
+        for role in ("low", "normal"):
+            _, files = domain_files(getattr(cfg.data, role))
+            videos = sum(kind == "video" for _, kind in files)
+            print(f"# data.{role}: {len(files) - videos} images, {videos} videos")
+        return 0
+    result = fit(cfg, verbose=verbose)
+    if result.error is not None:
+        print(f"enlighten-ray: training failed: {result.error}", file=sys.stderr)
+        return 1
+    print(f"# run directory: {result.path}")
+    if result.checkpoint is not None:
+        print(f"# latest checkpoint: {result.checkpoint.path}")
+        print(f"# generator: {result.checkpoint.path}/generator.pt")
+    return 0

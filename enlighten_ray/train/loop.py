@@ -1,0 +1,310 @@
+"""Distributed EnlightenGAN training on Ray Train (`TorchTrainer`), following Ray's own examples:
+`train_func(config)` runs on every worker; `launch.py` builds the trainer on the driver.
+
+Each worker: G, D_global and D_local each under DDP (`prepare_model`), one Adam and one LambdaLR
+(`gan.lr_factor`, stepped per epoch) each, its share of the global batch from the `low` and
+`normal` dataset shards. Every `train.checkpoint_every` epochs rank 0 writes a checkpoint directory:
+
+    state.pt       nets, optimisers, schedulers, epoch (next to run), step, per-rank RNG state
+    config.yaml    the resolved config
+    generator.pt   the standalone generator file (`enlighten-ray enhance --weights`)
+    samples.png    fixed validation low inputs (top row) and G's outputs (bottom row)
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torchvision.utils import save_image
+
+from enlighten_ray.config import Config, from_dict
+from enlighten_ray.devices import autocast
+from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.models.weights import save_generator
+from enlighten_ray.train.log import StepLog
+from enlighten_ray.train.losses import EnlightenGANLoss
+from enlighten_ray.train.step import Nets, Optimizers, build_nets, build_optimizers, build_vgg, lr_factor, train_step
+from enlighten_ray.train.transforms import to_model_range
+
+__all__ = ["state_digest", "train_func"]
+
+NET_NAMES = ("generator", "d_global", "d_local")  # the order of `Nets`, and the checkpoint's keys
+STATE_FILE = "state.pt"
+CONFIG_FILE = "config.yaml"
+SAMPLES_FILE = "samples.png"
+METRICS_FILE = "metrics.json"  # the epoch's mean losses, learning rate and images/s
+READ_AHEAD_BYTES = 1 << 30  # per domain and worker: a whole CPU epoch fits, a GPU epoch streams
+READ_AHEAD_MAX_BATCHES = 1024  # Semaphore.release(n) loops n times: tiny batches must not make it 10^8
+SHUFFLE_BUFFER = 64  # augmented crops mixed on each worker, across the blocks Ray Data sends in random order
+
+
+# -------------------------------------------------------------------------------------- on workers
+
+
+def state_digest(states: list[dict[str, torch.Tensor]]) -> str:
+    """sha256 over state dicts (parameters and buffers, bit for bit): equal digests = equal weights."""
+    h = hashlib.sha256()
+    for state in states:
+        for key in sorted(state):
+            h.update(key.encode())
+            h.update(state[key].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _sync_buffers(bare: Nets) -> None:
+    """Copy rank 0's buffers (BatchNorm running stats) to every rank. DDP broadcasts them at the
+    start of each forward, so after an epoch's last forward the ranks' copies differ."""
+    if _distributed():
+        for net in bare:
+            for buffer in net.buffers():
+                dist.broadcast(buffer, src=0)
+
+
+def _gather(obj: Any) -> list[Any]:
+    if not _distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _mean_over_ranks(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    if not sums:
+        return {}
+    keys = sorted(sums)
+    total = torch.stack([sums[k].float() for k in keys]) / max(count, 1)
+    if _distributed():
+        dist.all_reduce(total)
+        total /= dist.get_world_size()
+    return dict(zip(keys, total.tolist()))
+
+
+def _read_ahead(batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+    """Pull a shard's batches in a thread, up to READ_AHEAD_BYTES ahead of the trainer. While its
+    consumer is slower than its tasks, Ray Data's scheduling loop spins on a CPU core (measured: a
+    core of a 2-core machine for a whole epoch); reading ahead lets the epoch's execution finish
+    and stop early."""
+    ahead: queue.Queue = queue.Queue()
+    room = threading.Semaphore(0)  # free places, set from the first batch's size
+    done = object()
+
+    def pull() -> None:
+        try:
+            for i, batch in enumerate(batches):
+                if i == 0:
+                    size = sum(t.numel() * t.element_size() for t in batch.values())
+                    room.release(min(READ_AHEAD_MAX_BATCHES, max(2, READ_AHEAD_BYTES // max(size, 1))))
+                room.acquire()
+                ahead.put(batch)
+            ahead.put(done)
+        except BaseException as exc:  # noqa: BLE001 - handed to the trainer's thread
+            ahead.put(exc)
+
+    threading.Thread(target=pull, daemon=True, name="enlighten-ray-read-ahead").start()
+    while (item := ahead.get()) is not done:
+        if isinstance(item, BaseException):
+            raise item
+        room.release()
+        yield item
+
+
+def _batches(per_worker: int) -> Iterator[dict[str, torch.Tensor]]:
+    """Zip this worker's shards of the two (unpaired, equally long) domains into training batches.
+    Both iterators are run to their end so each shard finishes its epoch cleanly."""
+
+    # iter(): each iter() of an iter_torch_batches result starts a new epoch, so the drain below
+    # must continue these very iterators, not restart the shards.
+    def shard(name: str) -> Iterator[dict[str, torch.Tensor]]:
+        batches = ray.train.get_dataset_shard(name).iter_torch_batches(
+            batch_size=per_worker, drop_last=True, local_shuffle_buffer_size=SHUFFLE_BUFFER
+        )
+        return _read_ahead(iter(batches))
+
+    low, normal = shard("low"), shard("normal")
+    for lb, nb in zip(low, normal):
+        yield {"low": lb["low"], "low_input": lb["low_input"], "normal": nb["normal"]}
+    for rest in (low, normal):  # an item that failed to decode can leave one domain a batch longer
+        for _ in rest:
+            pass
+
+
+def _save_samples(bare: nn.Module, val: np.ndarray, path: Path, device: torch.device) -> None:
+    """Top row: the fixed validation inputs; bottom row: G's outputs (eval mode, like inference)."""
+    if not len(val):
+        return
+    inputs = torch.stack([to_model_range(v) for v in val]).to(device)
+    bare.eval()
+    try:
+        with torch.no_grad():
+            outputs = bare(inputs).clamp(-1, 1)
+    finally:
+        bare.train()
+    grid = torch.cat([inputs, outputs]).add(1).div(2).cpu()
+    with atomic_output(path) as tmp:
+        save_image(grid, tmp, nrow=len(val), padding=2)
+
+
+def _write_checkpoint(folder: Path, trainee: Trainee, info: dict[str, Any]) -> None:
+    state = {
+        "nets": {name: net.state_dict() for name, net in zip(NET_NAMES, trainee.bare)},
+        "optimizers": {name: opt.state_dict() for name, opt in zip(NET_NAMES, trainee.optimizers)},
+        "schedulers": [s.state_dict() for s in trainee.schedulers],
+        **info,
+    }
+    torch.save(state, folder / STATE_FILE)
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(info["config"], sort_keys=False))
+    (folder / METRICS_FILE).write_text(json.dumps(info["metrics"], indent=1))
+    meta = {"epoch": info["epoch"], "step": info["step"], "vgg": info["metrics"]["vgg"]}
+    save_generator(trainee.bare.generator, folder / "generator.pt", meta)
+
+
+def _load_checkpoint() -> dict[str, Any] | None:
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+@dataclass
+class Trainee:
+    """What a worker trains: the nets as `prepare_model` wrapped them (DDP when distributed), the
+    same nets unwrapped (for state dicts and sampling), and their optimisers, schedulers and loss."""
+
+    nets: Nets
+    bare: Nets
+    optimizers: Optimizers
+    schedulers: list[Any]
+    loss: EnlightenGANLoss
+
+
+def _build(cfg: Config, state: dict[str, Any] | None, init_generator: Any, device: torch.device) -> Trainee:
+    """Nets (DDP-wrapped), optimisers and schedulers, restored from `state` when resuming."""
+    torch.manual_seed(cfg.train.seed)  # same initial weights everywhere (DDP also broadcasts rank 0's)
+    nets = build_nets(cfg)
+    if state is not None:
+        for name, net in zip(NET_NAMES, nets):
+            net.load_state_dict(state["nets"][name])
+    elif init_generator is not None:
+        nets.generator.load_state_dict(ray.get(init_generator))
+    if cfg.scaling.use_gpu and cfg.scaling.sync_bn:
+        nets = nets._replace(generator=nn.SyncBatchNorm.convert_sync_batchnorm(nets.generator))
+    wrapped = Nets(*(ray.train.torch.prepare_model(m) for m in nets))
+    opts = build_optimizers(wrapped, cfg)
+    o = cfg.optim
+    schedule = functools.partial(lr_factor, epochs_constant=o.epochs_constant, epochs_decay=o.epochs_decay)
+    scheds = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in opts]
+    if state is not None:
+        for name, opt, sched, saved in zip(NET_NAMES, opts, scheds, state["schedulers"]):
+            opt.load_state_dict(state["optimizers"][name])
+            sched.load_state_dict(saved)
+            # The saved lr followed the saved schedule; a resumed run may have changed the epochs.
+            for group, base in zip(opt.param_groups, sched.base_lrs):
+                group["lr"] = base * schedule(sched.last_epoch)
+    loss = EnlightenGANLoss(*wrapped, build_vgg(cfg).to(device), cfg.loss)
+    return Trainee(wrapped, Nets(*(getattr(m, "module", m) for m in wrapped)), opts, scheds, loss)
+
+
+def train_func(config: dict[str, Any]) -> dict[str, Any]:
+    """Ray Train worker loop. `config`: {"settings": the `Config` as a dict, "steps_per_epoch",
+    "val": (N, S, S, 3) uint8 validation crops, "init_generator": ObjectRef of a state dict or None}."""
+    settings = from_dict(config["settings"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    device = ray.train.torch.get_device()
+    state = _load_checkpoint()
+    trainee = _build(settings, state, config.get("init_generator"), device)
+    start, step = (state["epoch"], state["step"]) if state else (0, 0)
+
+    # Patch corners for the local D: a per-rank stream, restored on resume with the same world size.
+    patches = torch.Generator().manual_seed(settings.train.seed * 1009 + rank)
+    if state and len(state["rng"]["patches"]) == world:
+        patches.set_state(state["rng"]["patches"][rank])
+        torch.set_rng_state(state["rng"]["torch"][rank])
+    batch_size = settings.train.batch_size
+    log = StepLog(settings.epochs, config.get("steps_per_epoch", 0), batch_size, step, enabled=rank == 0)
+    precision = autocast(device, settings.scaling.precision)
+
+    summary: dict[str, Any] = {}
+    for epoch in range(start, settings.epochs):
+        sums: dict[str, torch.Tensor] = {}
+        count, started = 0, time.perf_counter()
+        for batch in _batches(batch_size // world):
+            batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
+            metrics = train_step(trainee.nets, trainee.optimizers, trainee.loss, batch, precision, generator=patches)
+            step, count = step + 1, count + 1
+            sums = {k: sums.get(k, 0) + v.float() for k, v in metrics.items()}
+            if step % settings.train.log_every == 0:  # every rank takes the same number of steps
+                values = {k: float(v) for k, v in metrics.items()}
+                log(epoch + 1, step, values)
+                ray.train.report({"epoch": epoch + 1, "step": step, **values})
+        lr = trainee.optimizers.generator.param_groups[0]["lr"]  # the rate this epoch trained with
+        for sched in trainee.schedulers:
+            sched.step()
+        # Epoch means over all ranks. `epoch` is 1-based in all reports (and = epochs done here).
+        summary = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": lr,
+            "images_per_s": count * batch_size / (time.perf_counter() - started),
+            "vgg": {"source": trainee.loss.vgg.source, "file": settings.loss.vgg_weights},
+            **_mean_over_ranks(sums, count),
+        }
+        if (epoch + 1) % settings.train.checkpoint_every == 0 or epoch + 1 == settings.epochs:
+            _checkpoint(config, trainee, summary, patches, rank, device)
+        else:
+            ray.train.report(summary)
+    return summary
+
+
+def _checkpoint(
+    config: dict[str, Any],
+    trainee: Trainee,
+    summary: dict[str, Any],
+    patches: torch.Generator,
+    rank: int,
+    device: torch.device,
+) -> None:
+    """Every rank: equalise buffers, gather digests and RNG states, report (a barrier); rank 0
+    alone writes the directory and passes it to `report`."""
+    _sync_buffers(trainee.bare)
+    digests = _gather(state_digest([m.state_dict() for m in trainee.bare]))
+    rng = {"patches": _gather(patches.get_state()), "torch": _gather(torch.get_rng_state())}
+    metrics = {**summary, "rank_digests": digests}
+    with tempfile.TemporaryDirectory(prefix="enlighten-ray-ckpt-") as tmp:
+        checkpoint = None
+        if rank == 0:
+            info = {
+                "epoch": summary["epoch"],
+                "step": summary["step"],
+                "rng": rng,
+                "config": config["settings"],
+                "metrics": summary,
+            }
+            _write_checkpoint(Path(tmp), trainee, info)
+            _save_samples(trainee.bare.generator, config["val"], Path(tmp) / SAMPLES_FILE, device)
+            checkpoint = ray.train.Checkpoint.from_directory(tmp)
+        ray.train.report(metrics, checkpoint=checkpoint)
