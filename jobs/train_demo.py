@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from enlighten_ray.config import load_config  # noqa: E402
 from enlighten_ray.examples import write_dark_clip, write_example_images  # noqa: E402
-from enlighten_ray.infer.enhancer import Enhancer
+from enlighten_ray.infer.enhancer import Enhancer  # noqa: E402
 from enlighten_ray.infer.local import enhance_path  # noqa: E402
 from enlighten_ray.io.images import read_image  # noqa: E402
 from enlighten_ray.io.video import VideoReader  # noqa: E402

@@ -89,9 +89,13 @@ def test_images_enhanced_bad_ones_recorded_and_rerun_redoes_nothing(
     assert not (out / "corrupt.jpg").exists() and not (out / "empty.png").exists()
 
     before, lines = mtimes(out), (out / "_manifest.jsonl").read_text()
+    stale = out / "sub" / ".img_009.k1ll3d.partial.png"  # what a SIGKILL mid-write leaves
+    stale.parent.mkdir(exist_ok=True)
+    stale.write_bytes(b"half a png")
     again = run(opts)
 
     assert (again.done, again.skipped, len(again.failed), again.exit_code) == (0, 6, 2, 1)
+    assert not stale.exists()
     assert (out / "_manifest.jsonl").read_text() == lines
     after = mtimes(out)
     assert {k: after[k] for k in good} == {k: before[k] for k in good}
@@ -120,6 +124,17 @@ def test_an_input_is_never_overwritten_and_new_settings_redo_outputs(
     assert (first.done, half.done, half.skipped) == (1, 1, 0)
     assert (out / image.name).read_bytes() != enhanced
     assert len({m["weights"] for m in read_jsonl(out / "_manifest.jsonl")}) == 2
+
+    # The same settings again: done. The source replaced under the same name: redone.
+    opts = BatchOptions(input=str(src), output=str(out), weights=str(weights), settings=EnhanceSettings(strength=0.5))
+    again = run(opts)
+    assert (again.done, again.skipped) == (0, 1)
+    half_output = (out / image.name).read_bytes()
+    (new,) = write_images(tmp_path / "other", 1, (32, 40), seed=7)
+    image.write_bytes(new.read_bytes())
+    replaced = run(opts)
+    assert (replaced.done, replaced.skipped) == (1, 0)
+    assert (out / image.name).read_bytes() != half_output
 
 
 def test_video_split_into_segments_keeps_frames_pts_and_audio(

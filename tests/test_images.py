@@ -115,6 +115,9 @@ def test_list_media_sorts_recurses_and_skips(tmp_path: Path) -> None:
     (tmp_path / "out" / "b.jpg").write_bytes(b"x")
     root = tmp_path.resolve()
     media = Location(str(tmp_path)).media(exclude=(str(root / "out"),))
-    names = {kind: [Path(p).relative_to(root).as_posix() for p, k in media if k == kind] for kind in ("image", "video")}
+    names = {
+        kind: [Path(f.path).relative_to(root).as_posix() for f in media if f.kind == kind]
+        for kind in ("image", "video")
+    }
     assert names["image"] == ["a/z.PNG", "b.jpg"]
     assert names["video"] == ["a/clip.mp4", "c.mkv"]

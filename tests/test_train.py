@@ -112,8 +112,9 @@ def test_two_workers_checkpoint_identical_ranks_export_and_resume(ray_cluster, t
     exported = torch.load(out, weights_only=True)["state_dict"]
     assert all(torch.equal(exported[k], nets["generator"][k]) for k in nets["generator"])
 
-    # Same run, one more epoch: continues at epoch 3 / step 6 instead of starting over.
-    more = smoke_config(tmp_path, low, normal, "optim.epochs_decay=2")
+    # Same run, one more epoch and a new rate: continues at epoch 3 / step 6 instead of starting
+    # over, at the new optim.lr rather than the one the checkpoint's optimiser state holds.
+    more = smoke_config(tmp_path, low, normal, "optim.epochs_decay=2", "optim.lr=2e-4")
     resumed = fit(more)
     assert resumed.error is None
     assert (resumed.metrics["epoch"], resumed.metrics["step"]) == (3, 6)
@@ -121,7 +122,7 @@ def test_two_workers_checkpoint_identical_ranks_export_and_resume(ray_cluster, t
     epochs = sorted(int(m["epoch"]) for _, m in resumed.best_checkpoints)
     assert epochs == [1, 2, 3]
     # 1 constant + 2 decaying epochs, as released: epochs 1-2 at the full rate, epoch 3 at 1 - 1/2.
-    assert resumed.metrics["lr"] == pytest.approx(1e-4 / 2)
+    assert resumed.metrics["lr"] == pytest.approx(2e-4 / 2)
 
 
 def test_video_low_domain_survives_a_killed_worker(ray_cluster, tmp_path: Path, monkeypatch) -> None:

@@ -62,7 +62,7 @@ def list_images(root: Path) -> list[Path]:
         return [root]
     if not root.is_dir():
         raise BadInputError(root, "no such file or directory")
-    return [Path(p) for p, kind in Location(str(root)).media() if kind == "image"]
+    return [Path(p) for p, kind, _ in Location(str(root)).media() if kind == "image"]
 
 
 def image_key(path: Path, root: Path) -> str:

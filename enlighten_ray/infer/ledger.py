@@ -32,6 +32,7 @@ class Ledger:
         self._tmp = None if output.is_local else tempfile.TemporaryDirectory(prefix="enlighten-ledger-")
         self._files = {name: self._open(name) for name in (MANIFEST, FAILURES)}
         self._uploaded = time.monotonic()
+        self.versions: dict[str, str] = {}  # source -> size:mtime when planned, recorded with its output
 
     def _local(self, name: str) -> Path:
         return Path(self.output.path(name)) if self._tmp is None else Path(self._tmp.name) / name
@@ -74,6 +75,7 @@ class Ledger:
                 "output": output,
                 "kind": kind,
                 "frames": frames,
+                "source_version": self.versions.get(source),
                 "weights": self.weights_id,
                 "run": self.run,
             },

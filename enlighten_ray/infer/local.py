@@ -218,7 +218,7 @@ def _plan_folder(src: Path, dst: Path) -> list[Job]:
         raise BadInputError(dst, "is the input folder: outputs would replace the inputs")
     root = src.resolve()
     jobs = []
-    for path, kind in Location(str(root)).media(exclude=(str(dst.resolve()),)):
+    for path, kind, _ in Location(str(root)).media(exclude=(str(dst.resolve()),)):
         rel = Path(path).relative_to(root)
         jobs.append(Job(src / rel, dst / output_name(rel.as_posix(), kind), kind))
     return sorted(jobs, key=lambda j: j.src)

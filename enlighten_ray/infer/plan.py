@@ -6,6 +6,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
@@ -14,6 +15,7 @@ import pyarrow as pa
 
 from enlighten_ray.errors import reason
 from enlighten_ray.infer.ledger import Ledger
+from enlighten_ray.io.atomic import is_partial
 from enlighten_ray.io.images import media_kind
 from enlighten_ray.io.storage import Location, fetched
 from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader, keyframe_pts, packet_pts
@@ -57,12 +59,12 @@ def output_name(rel: str, kind: str, image_format: str | None = None) -> str:
     return rel if path.suffix.lower() in OUTPUT_FORMATS else str(path.with_suffix(".mkv"))
 
 
-def _list_inputs(source: Location, exclude: list[Location]) -> list[tuple[str, str]]:
-    """(path on the input filesystem, path relative to the input) of every image and video."""
+def _list_inputs(source: Location, exclude: list[Location]) -> list[tuple[str, str, str]]:
+    """(path on the input filesystem, path relative to the input, version) of every image and video."""
     files = source.media(exclude=tuple(x.root for x in exclude))
-    if len(files) == 1 and files[0][0] == source.root:
-        return [(source.root, PurePosixPath(source.root).name)]
-    return [(path, path[len(source.root.rstrip("/")) + 1 :]) for path, _ in files]
+    if len(files) == 1 and files[0].path == source.root:
+        return [(source.root, PurePosixPath(source.root).name, files[0].version)]
+    return [(path, path[len(source.root.rstrip("/")) + 1 :], version) for path, _, version in files]
 
 
 def output_id(weights_id: str, pixel_settings: dict) -> str:
@@ -78,11 +80,14 @@ def plan_outputs(
     outs = [output] + ([frames] if frames else [])
     inputs = _list_inputs(source, [x for x in outs if source.contains(x.root)])
     finished = ledger.completed()
-    existing = output.listing() | (frames.listing() if frames else set())
+    existing = set()
+    for loc in outs:
+        listing = loc.listing()
+        existing |= listing - _remove_partials(loc, listing)
     plan = Plan()
     claimed: dict[str, str] = {}
-    input_names = {source.show(p) for p, _ in inputs}
-    for path, rel in inputs:
+    input_names = {source.show(p) for p, _, _ in inputs}
+    for path, rel, version in inputs:
         kind = media_kind(path)
         if kind == "video" and frames is not None:
             dst = frames.path(rel)  # a folder named like the video: frames/cam1/night.mp4/000000.png
@@ -96,8 +101,10 @@ def plan_outputs(
             plan.failed.append((source.show(path), "plan", error))
             continue
         claimed[dst] = source.show(path)
+        ledger.versions[source.show(path)] = version
         shown = (frames if kind == "video" and frames else output).show(dst)
-        if shown in finished and dst in existing:
+        # Done = recorded with these weights and settings, from this very source, and still there.
+        if shown in finished and finished[shown].get("source_version") == version and dst in existing:
             plan.skipped += 1
             continue
         row = {"src": path, "dst": dst}
@@ -107,6 +114,19 @@ def plan_outputs(
             row["parts"] = output.path(f"{PARTS}/{ledger.weights_id}/{rel}")
             plan.videos.append(row)
     return plan
+
+
+def _remove_partials(loc: Location, listing: set[str]) -> set[str]:
+    """Delete the temporary files a killed run left mid-write (local outputs only: object-store
+    outputs are uploaded whole). Assumes one job per output folder."""
+    stale = {p for p in listing if is_partial(p)} if loc.is_local else set()
+    for path in sorted(stale):
+        loc.fs.delete_file(path)
+    if stale:
+        print(
+            f"enlighten-ray: removed {len(stale)} unfinished files of an earlier run under {loc.uri}", file=sys.stderr
+        )
+    return stale
 
 
 def cut_points(keyframes: list[int], time_base: float, segment_seconds: float) -> list[int]:

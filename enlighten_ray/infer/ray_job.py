@@ -13,7 +13,8 @@ part; when every part of a video is done the driver starts a Ray task that joins
 
 The driver only consumes small result rows (`iter_rows`) and appends `OUTPUT/_manifest.jsonl` (one
 line per finished output) and `OUTPUT/_failures.jsonl`. A re-run skips outputs that have a manifest
-line with the same weights id and still exist; finished video parts are reused.
+line with the same weights id and source version (size, mtime) and still exist; finished video
+parts are reused.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow.fs as pafs
@@ -19,7 +20,13 @@ from enlighten_ray.errors import BadInputError
 from enlighten_ray.io.atomic import atomic_output, is_partial
 from enlighten_ray.io.images import ImageMeta, media_kind, write_image
 
-__all__ = ["Location", "fetched", "put_image", "stored"]
+__all__ = ["Location", "MediaFile", "fetched", "put_image", "stored"]
+
+
+class MediaFile(NamedTuple):
+    path: str
+    kind: str  # "image" or "video"
+    version: str  # size and modification time: a file replaced under the same name differs
 
 
 class Location:
@@ -67,8 +74,8 @@ class Location:
             return set()
         return {f.path for f in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))}
 
-    def media(self, exclude: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-        """Sorted [(path, "image" | "video")] under the root, or the one file it names. Hidden files
+    def media(self, exclude: tuple[str, ...] = ()) -> list[MediaFile]:
+        """Sorted media files under the root, or the one file it names. Hidden files
         and folders, our own partial outputs and anything under an `exclude` root are skipped."""
         try:
             info = self.fs.get_file_info(self.root)
@@ -83,7 +90,7 @@ class Location:
         prefixes = tuple(x.rstrip("/") + "/" for x in exclude)
         start = len(self.root.rstrip("/"))
         return sorted(
-            (i.path, kind)
+            MediaFile(i.path, kind, f"{i.size}:{i.mtime_ns}")
             for i in infos
             if i.type == pafs.FileType.File
             and (kind := media_kind(i.path))

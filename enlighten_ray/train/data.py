@@ -54,7 +54,7 @@ MAX_LISTED_ERRORS = 10  # bad files printed by name; the rest are counted
 def domain_files(uri: str) -> tuple[Location, list[tuple[str, str]]]:
     """(location, its media) of a training domain; no media at all is a `BadInputError`."""
     loc = Location(uri)
-    files = loc.media()
+    files = [(f.path, f.kind) for f in loc.media()]
     if not files:
         exts = " ".join(sorted(IMAGE_EXTENSIONS | VIDEO_EXTENSIONS))
         raise BadInputError(uri, f"no images or videos found (looked for {exts})")

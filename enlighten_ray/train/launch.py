@@ -114,6 +114,7 @@ def fit(cfg: Config, verbose: bool = False, train_loop: Callable[[dict], Any] = 
             "steps_per_epoch": steps,
             "val": validation_images(low, cfg.data.num_val_images, cfg.data.crop_size),
             "init_generator": _init_generator_state(cfg),
+            "verbose": verbose,
         },
         scaling_config=ScalingConfig(num_workers=s.num_workers, use_gpu=s.use_gpu, resources_per_worker=resources),
         run_config=RunConfig(

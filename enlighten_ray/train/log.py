@@ -34,5 +34,7 @@ class StepLog:
             f"{rate:.2f} img/s | ETA {format_eta(left)}"
         )
         if self.enabled:
-            print(line, file=sys.stderr, flush=True)
+            # Not print(): on Ray Train workers it is patched to log and also print, so twice.
+            sys.stderr.write(line + "\n")
+            sys.stderr.flush()
         return line

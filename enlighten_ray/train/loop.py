@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import json
+import logging
 import queue
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,20 +220,42 @@ def _build(cfg: Config, state: dict[str, Any] | None, init_generator: Any, devic
     schedule = functools.partial(lr_factor, epochs_constant=o.epochs_constant, epochs_decay=o.epochs_decay)
     scheds = [torch.optim.lr_scheduler.LambdaLR(opt, schedule) for opt in opts]
     if state is not None:
-        for name, opt, sched, saved in zip(NET_NAMES, opts, scheds, state["schedulers"]):
-            opt.load_state_dict(state["optimizers"][name])
-            sched.load_state_dict(saved)
-            # The saved lr followed the saved schedule; a resumed run may have changed the epochs.
-            for group, base in zip(opt.param_groups, sched.base_lrs):
-                group["lr"] = base * schedule(sched.last_epoch)
+        _restore_optimizers(state, opts, scheds, schedule, o.lr)
     loss = EnlightenGANLoss(*wrapped, build_vgg(cfg).to(device), cfg.loss)
     return Trainee(wrapped, Nets(*(getattr(m, "module", m) for m in wrapped)), opts, scheds, loss)
 
 
+def _restore_optimizers(
+    state: dict[str, Any], opts: Optimizers, scheds: list[Any], schedule: Callable[[int], float], lr: float
+) -> None:
+    """Optimiser and scheduler states from a checkpoint, with the current config's schedule: a
+    resumed run may have changed optim.lr or the epochs."""
+    for name, opt, sched, saved in zip(NET_NAMES, opts, scheds, state["schedulers"]):
+        opt.load_state_dict(state["optimizers"][name])
+        sched.load_state_dict(saved)
+        if sched.base_lrs != [lr] * len(sched.base_lrs):
+            if name == "generator" and ray.train.get_context().get_world_rank() == 0:
+                print(f"enlighten-ray: resuming at optim.lr {lr:g}; the checkpoint trained at {sched.base_lrs[0]:g}")
+            sched.base_lrs = [lr] * len(sched.base_lrs)
+        for group, base in zip(opt.param_groups, sched.base_lrs):
+            group["lr"] = base * schedule(sched.last_epoch)
+
+
+def _quiet_report_log() -> None:
+    """Ray Train (2.60) logs every report in full at INFO from a logger named after its file, so
+    the run's LoggingConfig level, which filters `ray.train.*` loggers, does not reach it."""
+    spec = importlib.util.find_spec("ray.train.v2._internal.execution.context")
+    if spec is not None and spec.origin:
+        logging.getLogger(spec.origin).setLevel(logging.WARNING)
+
+
 def train_func(config: dict[str, Any]) -> dict[str, Any]:
     """Ray Train worker loop. `config`: {"settings": the `Config` as a dict, "steps_per_epoch",
-    "val": (N, S, S, 3) uint8 validation crops, "init_generator": ObjectRef of a state dict or None}."""
+    "val": (N, S, S, 3) uint8 validation crops, "init_generator": ObjectRef of a state dict or None,
+    "verbose": keep Ray Train's INFO logs}."""
     settings = from_dict(config["settings"])
+    if not config.get("verbose"):
+        _quiet_report_log()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     device = ray.train.torch.get_device()
