@@ -8,9 +8,7 @@ import os
 import sys
 
 from enlighten_ray.errors import BadInputError
-from enlighten_ray.infer.settings import add_enhance_arguments, settings_from_args
-
-FRAME_FORMATS = ("png", "jpg", "webp", "parquet")  # ray_job.FRAME_FORMATS, without importing Ray for --help
+from enlighten_ray.infer.settings import FRAME_FORMATS, add_enhance_arguments, settings_from_args
 
 DESCRIPTION = """\
 Enhance every image and video under INPUT (a folder, a file, or an s3:// gs:// ... URI) into OUTPUT

@@ -34,7 +34,7 @@ import ray.data
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.ledger import Ledger
 from enlighten_ray.infer.plan import PARTS, output_id, plan_outputs, plan_segments
-from enlighten_ray.infer.settings import EnhanceSettings
+from enlighten_ray.infer.settings import FRAME_FORMATS, EnhanceSettings
 from enlighten_ray.infer.stages import (
     FRAME_SCHEMA,
     ImagePredictor,
@@ -50,7 +50,6 @@ from enlighten_ray.models.weights import load_generator
 
 __all__ = ["BatchOptions", "BatchSummary", "FRAME_FORMATS", "FRAME_SCHEMA", "run"]
 
-FRAME_FORMATS = ("png", "jpg", "webp", "parquet")
 # Images per Ray Data block: the unit one decode task, one actor call and one write task handle.
 IMAGES_PER_BLOCK = 16
 # A crash-looping actor gives up after this many restarts instead of retrying one bad input forever.

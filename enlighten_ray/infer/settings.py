@@ -10,6 +10,7 @@ from typing import Any
 from enlighten_ray.errors import BadInputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+FRAME_FORMATS = ("png", "jpg", "webp", "parquet")  # the batch job's --frames-format
 MAX_STRENGTH = 2.0
 
 
@@ -33,8 +34,12 @@ class EnhanceSettings:
         for name, value in (("--max-side", self.max_side), ("--tile", self.tile)):
             if value is not None and value < 0:
                 raise BadInputError(name, f"must be positive, got {value}")
-        if not 0.0 <= self.strength <= MAX_STRENGTH:
-            raise BadInputError("--strength", f"must be in [0, 2] (0 = unchanged, 1 = the paper), got {self.strength}")
+        from enlighten_ray.models.generator import check_strength  # torch: at run time, not for --help
+
+        try:
+            check_strength(self.strength)
+        except ValueError as exc:
+            raise BadInputError("--strength", str(exc)) from exc
         return self
 
     def as_dict(self) -> dict[str, Any]:
