@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -25,17 +24,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enlighten_ray.config import load_config  # noqa: E402
-from enlighten_ray.devices import autocast, native_bf16  # noqa: E402
+from enlighten_ray.devices import autocast, cpu_name, native_bf16  # noqa: E402
 from enlighten_ray.train.losses import EnlightenGANLoss, crop_patches, sfp_loss  # noqa: E402
 from enlighten_ray.train.step import build_nets, build_optimizers, build_vgg, train_step  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def seconds(fn: Callable[[], object], steps: int, device: torch.device) -> float:

@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from enlighten_ray.config import load_config  # noqa: E402
 from enlighten_ray.examples import write_example_images  # noqa: E402
-from enlighten_ray.train.data import scan_domain, training_datasets  # noqa: E402
+from enlighten_ray.train.data import training_datasets  # noqa: E402
+from enlighten_ray.train.index import index_domain  # noqa: E402
 from enlighten_ray.train.losses import EnlightenGANLoss  # noqa: E402
 from enlighten_ray.train.step import build_nets, build_optimizers, build_vgg, train_step  # noqa: E402
 
@@ -81,7 +82,8 @@ def main() -> None:
         )  # fmt: skip
         ray.init(include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
-        scans = scan_domain(cfg.data.low, cfg.data, "low"), scan_domain(cfg.data.normal, cfg.data, "normal")
+        run_dir = str(Path(tmp) / "run")
+        scans = tuple(index_domain(getattr(cfg.data, r), cfg.data, r, run_dir) for r in ("low", "normal"))
 
         nets = build_nets(cfg)
         for net in (nets.generator, nets.d_global, nets.d_local):

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 import sys
 
 import torch
 
-__all__ = ["autocast", "native_bf16"]
+__all__ = ["autocast", "cpu_name", "native_bf16"]
 
 
 @functools.cache
@@ -38,3 +39,12 @@ def autocast(device: torch.device | str, precision: str) -> contextlib.AbstractC
 @functools.cache
 def _warn_fp32(kind: str) -> None:
     print(f"enlighten-ray: this {kind} has no native bf16 (AVX512-BF16/AMX): running fp32", file=sys.stderr)
+
+
+def cpu_name() -> str:
+    """The CPU's model name, for benchmarks to print beside their figures."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()

@@ -25,7 +25,7 @@ from PIL import Image
 from enlighten_ray.infer.plan import cut_points
 from enlighten_ray.infer.ray_job import BatchOptions, run
 from enlighten_ray.infer.settings import EnhanceSettings
-from enlighten_ray.io.video import keyframe_pts
+from enlighten_ray.io.video import scan_packets
 from enlighten_ray.models.generator import EnlightenGenerator
 from enlighten_ray.models.weights import save_generator
 
@@ -145,7 +145,7 @@ def test_video_split_into_segments_keeps_frames_pts_and_audio(
     clip = make_clip(src / "drive.mp4", frames=75)  # 3 s, keyframes every 0.48 s
     with av.open(str(clip)) as c:
         tb = float(c.streams.video[0].time_base)
-    assert len(cut_points(keyframe_pts(clip), tb, 1.0)) == 2  # three segments, the job's own cut rule
+    assert len(cut_points(scan_packets(clip).keys, tb, 1.0)) == 2  # three segments, the job's own cut rule
 
     summary = run(BatchOptions(input=str(src), output=str(out), weights=str(weights), segment_seconds=1.0))
 
@@ -239,3 +239,42 @@ def test_killed_job_finishes_on_rerun_without_redoing_finished_work(weights: Pat
     assert sorted(Path(m["output"]).name for m in manifest) == sorted([*(p.name for p in images), "long.mp4"])
     assert_faithful(clip, out / "long.mp4")
     assert [f["stage"] for f in read_jsonl(out / "_failures.jsonl")] == ["read", "read"]  # once per run
+
+
+def _kill_one_actor_once_parts_appear(out: Path, killed: list[int], deadline: float) -> None:
+    """SIGKILL the segment actor's process once the first video part is written."""
+    import ray
+    from ray.util.state import list_actors
+
+    cluster = ray.get_runtime_context().gcs_address  # this session's cluster, not another one here
+    while time.monotonic() < deadline and not killed:
+        if finished_parts(out):
+            for actor in list_actors(address=cluster, filters=[("state", "=", "ALIVE")], detail=True):
+                if "SegmentPredictor" in actor.class_name and actor.pid:
+                    os.kill(actor.pid, signal.SIGKILL)
+                    killed.append(actor.pid)
+                    return
+        time.sleep(0.05)
+
+
+def test_a_killed_actor_is_replaced_and_nothing_is_lost_or_written_twice(
+    ray_cluster: object, weights: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    clips = [make_clip(src / f"cam{i}.mp4", frames=100, audio=i == 0) for i in range(2)]  # 4 s each
+    killed: list[int] = []
+    killer = threading.Thread(target=_kill_one_actor_once_parts_appear, args=(out, killed, time.monotonic() + 240))
+    killer.start()
+
+    summary = run(BatchOptions(input=str(src), output=str(out), weights=str(weights), segment_seconds=1.0))
+    killer.join()
+
+    assert killed, "no actor was killed: the job finished first"
+    assert (summary.done, summary.failed, summary.exit_code) == (2, [], 0)
+    manifest = read_jsonl(out / "_manifest.jsonl")
+    assert sorted(Path(m["output"]).name for m in manifest) == ["cam0.mp4", "cam1.mp4"]  # each once
+    for clip in clips:
+        assert assert_faithful(clip, out / clip.name)["count"] == 100  # every frame once, in order

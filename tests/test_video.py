@@ -14,7 +14,7 @@ from _media import assert_faithful, describe, frame_rgb, make_video
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.io.encode import VideoWriter, remux
-from enlighten_ray.io.video import VideoReader, keyframe_pts
+from enlighten_ray.io.video import VideoReader, scan_packets
 
 VFR_PTS = [0, 33, 70, 140, 150, 400, 433, 520, 600, 610, 700, 900]
 
@@ -110,7 +110,7 @@ def test_keyframes_range_decode_and_remux_rebuild_the_video(tmp_path: Path) -> N
             out.mux(v.encode(f))
         out.mux(v.encode(None))
     audio_src = make_video(tmp_path / "with_audio.mp4", pts, audio_seconds=1.2)
-    cuts = keyframe_pts(src)
+    cuts = scan_packets(src).keys
     with VideoReader(src) as reader:
         tb = reader.info.time_base
     assert [c * tb for c in cuts] == [0, Fraction(2, 5), Fraction(4, 5)]

@@ -27,7 +27,7 @@ LOSSES = ("g_global", "g_local", "sfp", "d_global", "d_local")
 
 def holdout_images(folder: str | os.PathLike, listing: str | os.PathLike) -> list[Path]:
     """The files of `folder` named in the hold-out list (as `data.holdout` reads it)."""
-    from enlighten_ray.train.data import read_holdout
+    from enlighten_ray.train.index import read_holdout
 
     paths = [Path(folder) / name for name in read_holdout(str(listing))]
     missing = [str(p) for p in paths if not p.is_file()]

@@ -17,8 +17,8 @@ from enlighten_ray.errors import reason
 from enlighten_ray.infer.ledger import Ledger
 from enlighten_ray.io.atomic import is_partial
 from enlighten_ray.io.images import media_kind
-from enlighten_ray.io.storage import Location, fetched
-from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader, keyframe_pts, packet_pts
+from enlighten_ray.io.storage import Location, opened
+from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader, scan_packets
 
 if TYPE_CHECKING:
     from enlighten_ray.infer.ray_job import BatchOptions
@@ -168,12 +168,13 @@ def plan_segments(batch: pa.Table, source: Location, output: Location, frames_mo
 
 
 def _segments_of(row: dict, source: Location, output: Location, frames_mode: bool, seconds: float) -> list[dict]:
-    with fetched(source, row["src"]) as path:
-        with VideoReader(path) as reader:
-            time_base = float(reader.info.time_base)
-        keys = keyframe_pts(path)
-        all_pts = packet_pts(path) if frames_mode else []
-    bounds = [OPEN, *cut_points(keys, time_base, seconds), OPEN]
+    shown = source.show(row["src"])
+    with opened(source, row["src"]) as file, VideoReader(file, shown) as reader:
+        time_base = float(reader.info.time_base)
+    with opened(source, row["src"]) as file:
+        packets = scan_packets(file, shown)
+    all_pts = packets.pts if frames_mode else []
+    bounds = [OPEN, *cut_points(packets.keys, time_base, seconds), OPEN]
     if frames_mode:
         output.remove_tree(row["dst"])  # frames of an unfinished earlier run: redone from scratch
     count = len(bounds) - 1

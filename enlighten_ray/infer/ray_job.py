@@ -23,11 +23,11 @@ import contextlib
 import math
 import os
 import sys
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow.fs as pafs
 import ray
 import ray.data
 
@@ -52,8 +52,6 @@ __all__ = ["BatchOptions", "BatchSummary", "FRAME_FORMATS", "FRAME_SCHEMA", "run
 
 # Images per Ray Data block: the unit one decode task, one actor call and one write task handle.
 IMAGES_PER_BLOCK = 16
-# A crash-looping actor gives up after this many restarts instead of retrying one bad input forever.
-ACTOR_RESTARTS = 3
 
 
 @dataclass(frozen=True)
@@ -106,19 +104,15 @@ def _actor_args(opts: BatchOptions) -> tuple[dict[str, Any], dict[str, Any]]:
         "compute": ray.data.ActorPoolStrategy(size=size),
         "num_gpus": per_actor,
         "num_cpus": 1,
-        "max_restarts": ACTOR_RESTARTS,
-        "max_task_retries": ACTOR_RESTARTS,
     }
     return args, actor
 
 
 def _map_actors(ds: ray.data.Dataset, fn: type, **kwargs: Any) -> ray.data.Dataset:
-    """map_batches on the actor pool. Ray 2.60 has no named parameter for max_restarts /
-    max_task_retries (its default, -1, retries a crash-looping input forever), so they go through
-    the deprecated **ray_remote_args; revisit before Ray 2.64 removes it."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", category=DeprecationWarning)
-        return ds.map_batches(fn, batch_format="pyarrow", **kwargs)
+    """map_batches on the actor pool. Fault tolerance is Ray Data's default for actor pools: a dead
+    actor is restarted and its in-flight batches are retried on the pool (Ray 2.60 offers no
+    supported argument to bound it; the deprecated **ray_remote_args go in Ray 2.64)."""
+    return ds.map_batches(fn, batch_format="pyarrow", **kwargs)
 
 
 def _check(opts: BatchOptions) -> None:
@@ -147,8 +141,8 @@ def run(opts: BatchOptions) -> BatchSummary:
     ledger = Ledger(output, output_id(info["id"], opts.settings.pixel_settings()))
     ctx = ray.data.DataContext.get_current()
     saved = ctx.max_errored_blocks
-    # Rows that crash an actor ACTOR_RESTARTS times drop their block instead of failing the job;
-    # the driver reports them as lost (and a re-run retries them).
+    # A block whose task fails for good is dropped instead of failing the job; the driver reports
+    # its rows as lost (and a re-run retries them).
     ctx.max_errored_blocks = -1
     try:
         plan = plan_outputs(opts, source, output, frames, ledger)
@@ -159,6 +153,7 @@ def run(opts: BatchOptions) -> BatchSummary:
         model_ref = ray.put(model)
         if plan.images:
             _run_images(opts, plan.images, model_ref, source, output, ledger, summary)
+            ledger.upload()  # on object stores: the images' record lands before the long video phase
         if plan.videos:
             _run_videos(opts, plan.videos, model_ref, source, output, frames, ledger, summary)
     finally:
@@ -170,12 +165,18 @@ def run(opts: BatchOptions) -> BatchSummary:
 
 
 def _prune_empty(loc: Location, folder: str) -> None:
-    """Remove the empty folders joins leave under OUTPUT/_parts (object stores have none)."""
-    if not loc.is_local or not os.path.isdir(folder):
+    """Remove the empty folders joins leave under OUTPUT/_parts (on object stores: the empty
+    folder markers); unfinished parts stay for the next run."""
+    if not loc.exists(folder):
+        return
+    if not loc.is_local:
+        entries = loc.fs.get_file_info(pafs.FileSelector(folder, recursive=True))
+        if all(e.type == pafs.FileType.Directory for e in entries):
+            loc.fs.delete_dir(folder)
         return
     for here, _, _ in sorted(os.walk(folder), key=lambda w: -len(w[0])):
         with contextlib.suppress(OSError):
-            os.rmdir(here)  # only succeeds on empty folders: unfinished parts stay for the next run
+            os.rmdir(here)  # only succeeds on empty folders
 
 
 def _record(ledger: Ledger, summary: BatchSummary, row: dict, kind: str, shown_dst: str) -> None:
@@ -189,7 +190,7 @@ def _record(ledger: Ledger, summary: BatchSummary, row: dict, kind: str, shown_d
 
 def _lost(ledger: Ledger, summary: BatchSummary, sources: Iterable[str]) -> None:
     for src in sources:
-        error = f"{src}: lost: its task or actor crashed {ACTOR_RESTARTS + 1} times (see the Ray logs); re-run to retry"
+        error = f"{src}: lost: its Ray task failed (see the Ray logs); re-run to retry"
         ledger.failed(src, "lost", error)
         summary.failed.append((src, "lost", error))
 

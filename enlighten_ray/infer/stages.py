@@ -20,8 +20,8 @@ from enlighten_ray.infer.plan import OPEN
 from enlighten_ray.infer.settings import EnhanceSettings
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter, remux
 from enlighten_ray.io.images import ImageMeta, decode_image, encode_png
-from enlighten_ray.io.storage import Location, fetched, put_image, stored
-from enlighten_ray.io.video import VideoReader, packet_pts
+from enlighten_ray.io.storage import Location, fetched, opened, put_image, stored
+from enlighten_ray.io.video import VideoReader, scan_packets
 
 IMAGE_ROW = pa.schema(
     [
@@ -199,13 +199,13 @@ class SegmentPredictor:
 
     def _reused(self, row: dict) -> int:
         """Frames in a part an earlier run finished (parts are written atomically: existing = whole)."""
-        with fetched(self.output, row["part"]) as part:
-            return len(packet_pts(part))
+        with opened(self.output, row["part"]) as part:
+            return len(scan_packets(part, self.output.show(row["part"])).pts)
 
     def _segment(self, row: dict) -> int:
         start = None if row["start"] == OPEN else row["start"]
         end = None if row["end"] == OPEN else row["end"]
-        with fetched(self.source, row["src"]) as path, VideoReader(path) as reader:
+        with opened(self.source, row["src"]) as file, VideoReader(file, self.source.show(row["src"])) as reader:
             if self.frames_format is None:
                 with stored(self.output, row["part"]) as tmp, VideoWriter(tmp, reader.info, EncoderOptions()) as writer:
                     count = 0

@@ -14,13 +14,14 @@ from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.fs as pafs
 
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.io.atomic import atomic_output, is_partial
 from enlighten_ray.io.images import ImageMeta, media_kind, write_image
 
-__all__ = ["Location", "MediaFile", "fetched", "put_image", "stored"]
+__all__ = ["Location", "MediaFile", "fetched", "opened", "put_image", "stored"]
 
 
 class MediaFile(NamedTuple):
@@ -111,6 +112,17 @@ def fetched(loc: Location, path: str) -> Iterator[Path]:
         with loc.fs.open_input_stream(path) as src, open(local, "wb") as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
         yield local
+
+
+@contextlib.contextmanager
+def opened(loc: Location, path: str) -> Iterator[Path | pa.NativeFile]:
+    """A file on `loc` for PyAV to read: the local path, or a random-access remote file that
+    fetches only the byte ranges read (a segment of a long video reads its own part, not all of it)."""
+    if loc.is_local:
+        yield Path(path)
+        return
+    with loc.fs.open_input_file(path) as f:
+        yield f
 
 
 @contextlib.contextmanager

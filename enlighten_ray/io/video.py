@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import av
 import numpy as np
@@ -35,8 +35,8 @@ __all__ = [
     "DecodedFrame",
     "VideoInfo",
     "VideoReader",
-    "keyframe_pts",
-    "packet_pts",
+    "Packets",
+    "scan_packets",
 ]
 
 log = logging.getLogger(__name__)
@@ -86,8 +86,17 @@ class DecodedFrame(NamedTuple):
     pts: int  # in VideoInfo.time_base ticks
 
 
-def open_input(path: str | Path) -> av.container.InputContainer:
-    path = Path(path)
+Source = str | Path | BinaryIO  # a local file, or a seekable file object (a remote object read by ranges)
+
+
+def open_input(source: Source, name: str | None = None) -> av.container.InputContainer:
+    """Open a video for reading; `name` names a file object in errors."""
+    if not isinstance(source, (str, Path)):
+        try:
+            return av.open(source, "r")
+        except av.FFmpegError as exc:
+            raise BadInputError(name or "<stream>", f"not a readable video ({av_reason(exc)})") from exc
+    path = Path(source)
     if not path.is_file():
         raise BadInputError(path, "no such file")
     if path.stat().st_size == 0:
@@ -116,9 +125,9 @@ class VideoReader:
     ...         frame.rgb, frame.pts
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._container = open_input(self.path)
+    def __init__(self, source: Source, name: str | None = None) -> None:
+        self.path = Path(source) if isinstance(source, (str, Path)) else Path(name or "<stream>")
+        self._container = open_input(source, name)
         try:
             self._first, self._decoded = self._open_video()
             self.info = self._probe(self._first)
@@ -258,23 +267,33 @@ def nominal_step(info: VideoInfo) -> int:
     return max(1, round(1 / (rate * info.time_base)))
 
 
-def keyframe_pts(path: str | Path) -> list[int]:
-    """Presentation timestamps of the video stream's keyframes, from a packet scan (no decoding):
-    the places a long video can be cut into independently decodable pieces."""
-    container = open_input(path)
+class Packets(NamedTuple):
+    """A video stream's packet timestamps, sorted: `pts` of every frame (its index in the video,
+    without decoding) and `keys` of the keyframes (where it can be cut into independently
+    decodable pieces)."""
+
+    pts: list[int]
+    keys: list[int]
+    time_base: Fraction
+    rate: Fraction | None  # the stream's average frame rate, when known
+
+
+def scan_packets(source: Source, name: str | None = None) -> Packets:
+    """One demux pass over the video stream, no decoding (remote files: reads every byte once)."""
+    container = open_input(source, name)
+    label = name or source
     try:
         if not container.streams.video:
-            raise BadInputError(path, "no video stream")
+            raise BadInputError(label, "no video stream")
         stream = container.streams.video[0]
-        return sorted(p.pts for p in container.demux(stream) if p.is_keyframe and p.pts is not None)
+        pts, keys = [], []
+        for p in container.demux(stream):
+            if p.pts is not None and p.size:
+                pts.append(p.pts)
+                if p.is_keyframe:
+                    keys.append(p.pts)
+        return Packets(sorted(pts), sorted(keys), stream.time_base, stream.average_rate or stream.guessed_rate)
     except av.FFmpegError as exc:
-        raise BadInputError(path, f"cannot read packets ({av_reason(exc)})") from exc
+        raise BadInputError(label, f"cannot read packets ({av_reason(exc)})") from exc
     finally:
         container.close()
-
-
-def packet_pts(path: Path) -> list[int]:
-    """Sorted pts of every video packet: a frame's index in the video, without decoding."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        return sorted(p.pts for p in container.demux(stream) if p.pts is not None and p.size)

@@ -87,10 +87,11 @@ def fit(cfg: Config, verbose: bool = False, train_loop: Callable[[dict], Any] = 
     Fitting again with the same run.storage_path/run.name resumes from the latest checkpoint.
     `verbose` keeps Ray Train's own INFO logs (every report in full). `train_loop` wraps or
     replaces `train_func` (tests inject faults this way)."""
-    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from enlighten_ray.train.data import plan_epoch, scan_domain, training_datasets, validation_images
+    from enlighten_ray.train.data import plan_epoch, training_datasets, validation_images
+    from enlighten_ray.train.index import index_domain
 
     check_config(cfg)
     if not ray.is_initialized():
@@ -98,13 +99,16 @@ def fit(cfg: Config, verbose: bool = False, train_loop: Callable[[dict], Any] = 
     # Per-epoch progress bars of both domains from every worker would bury the training log.
     ray.data.DataContext.get_current().enable_progress_bars = False
     _check_cluster(cfg)
-    low = scan_domain(cfg.data.low, cfg.data, "low")
-    normal = scan_domain(cfg.data.normal, cfg.data, "normal")
-    for scan in (low, normal):
-        print(scan.summary(cfg.data.max_mean), file=sys.stderr)
+    run_dir = _run_dir(cfg)
+    low = index_domain(cfg.data.low, cfg.data, "low", run_dir, first=cfg.data.num_val_images)
+    normal = index_domain(cfg.data.normal, cfg.data, "normal", run_dir)
+    for index in (low, normal):
+        print(index.summary(cfg.data.max_mean), file=sys.stderr)
     steps, _ = plan_epoch(low.count, normal.count, cfg)
     print(f"enlighten-ray: config written to {_write_run_config(cfg)}", file=sys.stderr)
     print(f"enlighten-ray: {steps} steps of {cfg.train.batch_size} per epoch, {cfg.epochs} epochs", file=sys.stderr)
+    ordered = DataConfig.default_ingest_options()
+    ordered.preserve_order = True  # an epoch's cut of the shorter domain follows its order
     s = cfg.scaling
     resources = {"CPU": s.cpus_per_worker, **({"GPU": 1} if s.use_gpu else {})}
     trainer = TorchTrainer(
@@ -112,7 +116,7 @@ def fit(cfg: Config, verbose: bool = False, train_loop: Callable[[dict], Any] = 
         train_loop_config={
             "settings": cfg.to_dict(),
             "steps_per_epoch": steps,
-            "val": validation_images(low, cfg.data.num_val_images, cfg.data.crop_size),
+            "val": validation_images(low, cfg.data.crop_size),
             "init_generator": _init_generator_state(cfg),
             "verbose": verbose,
         },
@@ -125,15 +129,21 @@ def fit(cfg: Config, verbose: bool = False, train_loop: Callable[[dict], Any] = 
             logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
         ),
         datasets=training_datasets(low, normal, cfg),
+        dataset_config=DataConfig(execution_options=ordered),
     )
     return trainer.fit()
+
+
+def _run_dir(cfg: Config) -> str:
+    """<storage_path>/<name>: the run's checkpoints, config and data index (local path or URI)."""
+    return _storage_path(cfg.run.storage_path).rstrip("/") + "/" + cfg.run.name
 
 
 def _write_run_config(cfg: Config) -> str:
     """The resolved config at <storage_path>/<name>/config.yaml (local path or URI)."""
     import pyarrow.fs as pafs
 
-    root = _storage_path(cfg.run.storage_path).rstrip("/") + "/" + cfg.run.name
+    root = _run_dir(cfg)
     fs, path = pafs.FileSystem.from_uri(root if "://" in root else "file://" + root)
     fs.create_dir(path, recursive=True)
     with fs.open_output_stream(f"{path}/{CONFIG_FILE}") as f:
@@ -144,14 +154,14 @@ def _write_run_config(cfg: Config) -> str:
 def launch(cfg: Config, dry_run: bool = False, verbose: bool = False) -> int:
     """`enlighten-ray train` / `jobs/train.py`: print and store the resolved config, train, and say
     where the checkpoints and generator.pt are. `dry_run` validates (config, data listing) only."""
-    from enlighten_ray.train.data import domain_files
+    from enlighten_ray.train.index import domain_files
 
     check_config(cfg)
     print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     if dry_run:
         for role in ("low", "normal"):
             _, files = domain_files(getattr(cfg.data, role))
-            videos = sum(kind == "video" for _, kind in files)
+            videos = sum(f.kind == "video" for f in files)
             print(f"# data.{role}: {len(files) - videos} images, {videos} videos")
         return 0
     result = fit(cfg, verbose=verbose)
