@@ -7,9 +7,10 @@ time with the encoded video. Rotation (display matrix) and colour range/space/pr
 are carried from source to output. The output is 8-bit (the model works on uint8 RGB), also for
 10-bit sources.
 
-For splitting one video across many workers: `keyframe_pts` lists cut points from a packet scan,
-`VideoReader.frames(start_pts, end_pts)` decodes one range, and `remux` joins encoded pieces with
-the source's audio without re-encoding.
+For splitting one video across many workers: `scan_packets` lists every frame and keyframe pts,
+without decoding, `VideoReader.frames(start_pts, end_pts)` decodes one range (also from a remote
+random-access file), and `remux` joins encoded pieces with the source's audio without
+re-encoding.
 """
 
 from __future__ import annotations

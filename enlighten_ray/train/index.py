@@ -18,6 +18,7 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -28,10 +29,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import ray
 import ray.data
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from enlighten_ray.config import DataSettings
-from enlighten_ray.errors import BadInputError, reason
+from enlighten_ray.errors import BadInputError, first_line, reason
 from enlighten_ray.io.images import IMAGE_EXTENSIONS, decode_image
 from enlighten_ray.io.storage import Location, MediaFile, opened
 from enlighten_ray.io.video import VIDEO_EXTENSIONS, VideoReader, scan_packets
@@ -94,12 +95,15 @@ def _range(row: dict[str, Any], status: str, *, pts: list[int], start: int = -1,
 
 
 def _list_image(loc: Location, row: dict[str, Any]) -> dict[str, Any]:
-    """From the header alone (a few KB, also on object storage): is it an image at all?"""
+    """Is it an image at all? From its header, parsed without decoding the pixels. (PIL is given
+    the bytes: on a pyarrow file object it failed with UnsupportedOperation in pooled workers.)"""
     try:
-        with loc.fs.open_input_file(row["path"]) as f, Image.open(f):
+        with loc.fs.open_input_stream(row["path"]) as f, Image.open(io.BytesIO(f.read())):
             pass
-    except (OSError, SyntaxError, ValueError) as exc:  # PIL's UnidentifiedImageError is an OSError
+    except UnidentifiedImageError as exc:
         raise BadInputError(loc.show(row["path"]), "not a recognised image file") from exc
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadInputError(loc.show(row["path"]), f"cannot read the image header ({first_line(exc)})") from exc
     return _range(row, "ok", pts=[-1])
 
 

@@ -187,7 +187,10 @@ def _load_checkpoint() -> dict[str, Any] | None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
         return None
-    with checkpoint.as_directory() as folder:
+    # Each rank its own copy: ranks sharing `as_directory()`'s download of a remote checkpoint read
+    # a file another rank was already removing.
+    with tempfile.TemporaryDirectory(prefix="enlighten-ray-resume-") as tmp:
+        folder = checkpoint.to_directory(tmp)
         return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
