@@ -56,11 +56,13 @@ def ray_cluster(s3_endpoint):
     read tasks, which actors or workers holding every CPU would starve."""
     import ray
 
+    from enlighten_ray.cluster import init_ray
+
     # Ray Train's placement-group cleaner asks the dashboard whether the controller is alive;
     # without our own it asks 127.0.0.1:8265, where another cluster may answer "unknown" and get
     # our workers' placement group removed. So: our own dashboard, on a free port.
     port = free_port()
-    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_port=port, log_to_driver=False)
+    init_ray(address="local", num_cpus=4, include_dashboard=True, dashboard_port=port, log_to_driver=False)
     yield ray
     ray.shutdown()
 

@@ -48,17 +48,6 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-cpus", type=int, help="start a new local Ray with this many CPUs instead of joining one")
 
 
-def init_ray(num_cpus: int | None) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
-        ray.init(address="local", num_cpus=num_cpus)
-    else:
-        ray.init()  # under `ray job submit` (RAY_ADDRESS), a `ray start` cluster, or a new local one
-
-
 def run(args: argparse.Namespace) -> int:
     """Run the job; bad arguments raise `BadInputError` (exit status 2 from the CLI)."""
     from enlighten_ray.infer.ray_job import BatchOptions
@@ -76,7 +65,12 @@ def run(args: argparse.Namespace) -> int:
         num_gpus_per_actor=args.num_gpus_per_actor,
         concurrency=args.concurrency,
     )
-    init_ray(args.num_cpus)
+    from enlighten_ray.cluster import init_ray
+
+    if args.num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
+        init_ray(address="local", num_cpus=args.num_cpus)
+    else:
+        init_ray()  # under `ray job submit` (RAY_ADDRESS), a `ray start` cluster, or a new local one
     return run_job(options).exit_code
 
 

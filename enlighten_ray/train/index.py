@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 import ray
@@ -41,6 +42,7 @@ __all__ = ["DomainIndex", "domain_files", "index_domain", "read_holdout", "sampl
 
 MAX_LISTED_ERRORS = 10  # bad files printed by name; the rest are counted
 RANGE_FRAMES = 32  # sampled frames per keyframe range: the unit of work when a video is decoded
+ROWS_PER_FILE = 100_000  # index rows per Parquet file: each epoch reads the index in this few tasks
 DONE = "_SUCCESS"  # written after the index: a folder without it is an interrupted scan
 
 
@@ -199,8 +201,9 @@ def _index_range(row: dict[str, Any], loc: Location, max_mean: float) -> list[di
 
 @dataclass
 class DomainIndex:
-    """One domain's index: `folder` (Parquet, on `store`) holds every row; `first` the first
-    usable rows (sorted by path, then frame time) for the validation grid."""
+    """One domain's index: `folder` (Parquet, on `store`) holds every row; `rows` the usable ones'
+    (path, kind, pts), which epochs order (about 100 bytes each); `first` the first usable rows
+    (sorted by path, then frame time) for the validation grid."""
 
     uri: str
     role: str
@@ -211,6 +214,7 @@ class DomainIndex:
     images: int
     frames: int
     bright: int
+    rows: pa.Table = field(repr=False)
     bad: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     first: list[dict[str, Any]] = field(default_factory=list)
 
@@ -248,7 +252,7 @@ def _build_index(loc: Location, files: list[MediaFile], cfg: DataSettings, max_m
         ranges = ranges.repartition(target_num_rows_per_block=1)
     rows = ranges.flat_map(functools.partial(_index_range, loc=loc, max_mean=max_mean))
     store.remove_tree(store.root)  # an interrupted earlier scan
-    rows.write_parquet(folder)
+    rows.write_parquet(folder, min_rows_per_file=ROWS_PER_FILE)
     with store.fs.open_output_stream(f"{store.root}/{DONE}") as f:
         f.write(b"")
 
@@ -272,6 +276,7 @@ def _read_index(loc: Location, store: Location, folder: str, role: str, files: i
         images=pc.sum(pc.equal(ok["kind"], "image")).as_py() or 0,
         frames=pc.sum(pc.equal(ok["kind"], "video")).as_py() or 0,
         bright=pc.sum(pc.equal(status, "bright")).as_py() or 0,
+        rows=ok.select(["path", "kind", "pts"]),
         bad=sorted((loc.show(p), r) for p, r in zip(bad["path"].to_pylist(), bad["reason"].to_pylist())),
         first=head.to_pylist(),
     )

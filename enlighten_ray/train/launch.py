@@ -13,6 +13,7 @@ import ray.data
 import ray.train
 import yaml
 
+from enlighten_ray.cluster import init_ray
 from enlighten_ray.config import Config
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.models.weights import load_generator
@@ -94,8 +95,7 @@ def fit(cfg: Config, verbose: bool = False, train_loop: Callable[[dict], Any] = 
     from enlighten_ray.train.index import index_domain
 
     check_config(cfg)
-    if not ray.is_initialized():
-        ray.init()  # RAY_ADDRESS / a `ray start` cluster on this node / else a new local one
+    init_ray()
     # Per-epoch progress bars of both domains from every worker would bury the training log.
     ray.data.DataContext.get_current().enable_progress_bars = False
     _check_cluster(cfg)

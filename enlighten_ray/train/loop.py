@@ -105,10 +105,11 @@ def _mean_over_ranks(sums: dict[str, torch.Tensor], count: int) -> dict[str, flo
 
 
 def _read_ahead(batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
-    """Pull a shard's batches in a thread, up to READ_AHEAD_BYTES ahead of the trainer. While its
-    consumer is slower than its tasks, Ray Data's scheduling loop spins on a CPU core (measured: a
-    core of a 2-core machine for a whole epoch); reading ahead lets the epoch's execution finish
-    and stop early."""
+    """Pull a shard's batches in a thread, up to READ_AHEAD_BYTES ahead of the trainer, starting
+    now (so both domains' epochs execute at once, not one after the other). While its consumer is
+    slower than its tasks, Ray Data's scheduling loop spins on a CPU core (measured: a core of a
+    2-core machine for a whole epoch); reading ahead lets the epoch's execution finish and stop
+    early."""
     ahead: queue.Queue = queue.Queue()
     room = threading.Semaphore(0)  # free places, set from the first batch's size
     done = object()
@@ -125,12 +126,15 @@ def _read_ahead(batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str
         except BaseException as exc:  # noqa: BLE001 - handed to the trainer's thread
             ahead.put(exc)
 
+    def take() -> Iterator[dict[str, torch.Tensor]]:
+        while (item := ahead.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            room.release()
+            yield item
+
     threading.Thread(target=pull, daemon=True, name="enlighten-ray-read-ahead").start()
-    while (item := ahead.get()) is not done:
-        if isinstance(item, BaseException):
-            raise item
-        room.release()
-        yield item
+    return take()
 
 
 def _batches(per_worker: int) -> Iterator[dict[str, torch.Tensor]]:
