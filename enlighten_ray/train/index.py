@@ -42,7 +42,7 @@ __all__ = ["DomainIndex", "domain_files", "index_domain", "read_holdout", "sampl
 
 MAX_LISTED_ERRORS = 10  # bad files printed by name; the rest are counted
 RANGE_FRAMES = 32  # sampled frames per keyframe range: the unit of work when a video is decoded
-ROWS_PER_FILE = 100_000  # index rows per Parquet file: each epoch reads the index in this few tasks
+ROWS_PER_FILE = 100_000  # index rows per Parquet file: a resumed run reads a few files, not one per scan block
 DONE = "_SUCCESS"  # written after the index: a folder without it is an interrupted scan
 
 
@@ -201,13 +201,12 @@ def _index_range(row: dict[str, Any], loc: Location, max_mean: float) -> list[di
 
 @dataclass
 class DomainIndex:
-    """One domain's index: `folder` (Parquet, on `store`) holds every row; `rows` the usable ones'
-    (path, kind, pts), which epochs order (about 100 bytes each); `first` the first usable rows
-    (sorted by path, then frame time) for the validation grid."""
+    """One domain's index: `folder` (Parquet, in the run directory) holds every row; `rows` the
+    usable ones' (path, kind, pts), which epochs order (about 100 bytes each); `first` the first
+    usable rows (sorted by path, then frame time) for the validation grid."""
 
     uri: str
     role: str
-    store: Location  # where the index lives (the run directory's filesystem)
     folder: str
     count: int  # usable images + sampled frames
     files: int
@@ -269,7 +268,6 @@ def _read_index(loc: Location, store: Location, folder: str, role: str, files: i
     return DomainIndex(
         uri=loc.uri,
         role=role,
-        store=store,
         folder=folder,
         count=ok.num_rows,
         files=files,
