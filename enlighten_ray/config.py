@@ -73,6 +73,33 @@ class TrainSettings:
     log_every: int = 50  # steps
     max_steps_per_epoch: int = 0  # 0 = a full pass over the longer domain
     init_generator: str = ""  # start from these generator weights (EnlightenGAN-N style adaptation)
+    # Deviation (paper: none): an exponential moving average of G's weights (StyleGAN2's G_ema),
+    # with this half-life in images seen; checkpoints' generator.pt is the average. 0 = off.
+    ema_half_life_images: float = 0.0
+
+
+@dataclass
+class WarmStartSettings:
+    """Deviation (paper: none, all off): G first regresses (L1) to a classical teacher computed from
+    its own low input (`classical.teacher`; ESRGAN pretrains its G the same way), no discriminators;
+    then the paper's objective continues, with an L1 anchor to the teacher that decays to 0.
+    Training stays unpaired."""
+
+    images: int = 0  # images of the teacher-only phase; 0 = none
+    anchor_weight: float = 0.0  # weight of the L1 anchor when the GAN objective starts ...
+    anchor_images: int = 0  # ... decaying linearly to 0 over this many images
+    dark: float = 0.15  # the teacher smooths regions whose illumination (0-1) is below this
+
+    @property
+    def needs_teacher(self) -> bool:
+        return self.images > 0 or self.anchor_weight > 0
+
+    def anchor(self, images_seen: int) -> float:
+        """The anchor's weight after `images_seen` images (warm phase included)."""
+        done = images_seen - self.images
+        if self.anchor_weight <= 0 or done >= self.anchor_images:
+            return 0.0
+        return self.anchor_weight * (1 - max(done, 0) / self.anchor_images)
 
 
 @dataclass
@@ -103,6 +130,7 @@ class Config:
     loss: LossSettings = field(default_factory=LossSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    warm: WarmStartSettings = field(default_factory=WarmStartSettings)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
     run: RunSettings = field(default_factory=RunSettings)
     failure: FailureSettings = field(default_factory=FailureSettings)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from enlighten_ray.eval.baselines import ahe, lime
+from enlighten_ray.classical import ahe, lime
 from enlighten_ray.eval.metrics import matlab_imresize, matlab_rgb2gray, niqe, psnr, ssim
 
 

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from enlighten_ray.classical import BASELINES
 from enlighten_ray.errors import BadInputError
-from enlighten_ray.eval.baselines import BASELINES
 from enlighten_ray.eval.metrics import niqe, psnr, ssim
 from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.infer.local import enhance_path

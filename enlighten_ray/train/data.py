@@ -20,6 +20,7 @@ import ray.data
 import torch
 from torchvision.transforms import v2
 
+from enlighten_ray import classical
 from enlighten_ray.config import Config, DataSettings
 from enlighten_ray.errors import reason
 from enlighten_ray.io.images import decode_image
@@ -86,18 +87,26 @@ def load_rgb(loc: Location, path: str, kind: str, pts: int) -> np.ndarray:
     raise ValueError(f"{shown}: no frame at pts {pts}")
 
 
-def _augment_batch(batch: dict[str, np.ndarray], loc: Location, role: str, cfg: DataSettings) -> dict[str, np.ndarray]:
+def _augment_batch(
+    batch: dict[str, np.ndarray], loc: Location, role: str, cfg: DataSettings, teacher_dark: float | None = None
+) -> dict[str, np.ndarray]:
     """map_batches UDF: index rows -> augmented (B, 3, S, S) float32 crops in [-1, 1] (`low` +
-    `low_input` for the low domain, `normal` for the other). Items that fail to read are reported
-    and dropped instead of failing the block."""
+    `low_input`, and `teacher` when `teacher_dark` is set, for the low domain; `normal` for the
+    other). Items that fail to read are reported and dropped instead of failing the block."""
     rng = np.random.default_rng()  # fresh entropy per batch: pooled Ray workers share torch's default seed
     torch.manual_seed(int(rng.integers(2**62)))  # torchvision's RandomCrop/flips draw from torch
     keys = ("low", "low_input") if role == "low" else ("normal",)
+    if role == "low" and teacher_dark is not None:
+        keys += ("teacher",)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for path, kind, pts in zip(batch["path"], batch["kind"], batch["pts"]):
         try:
             image = load_rgb(loc, path, kind, int(pts))
-            crops = augment_low(image, cfg, rng) if role == "low" else {"normal": augment_normal(image, cfg)}
+            if role == "low":
+                guide = None if teacher_dark is None else classical.teacher(image, dark=teacher_dark)
+                crops = augment_low(image, cfg, rng, guide)
+            else:
+                crops = {"normal": augment_normal(image, cfg)}
         except Exception as exc:  # noqa: BLE001
             print(f"enlighten-ray: skipping {loc.show(path)}: {reason(exc)}", file=sys.stderr)
             continue
@@ -112,7 +121,10 @@ def training_datasets(low: DomainIndex, normal: DomainIndex, cfg: Config) -> dic
     _, rows = plan_epoch(low.count, normal.count, cfg)
     out = {}
     for index in (low, normal):
-        augment = functools.partial(_augment_batch, loc=index.location, role=index.role, cfg=cfg.data)
+        dark = cfg.warm.dark if cfg.warm.needs_teacher else None
+        augment = functools.partial(
+            _augment_batch, loc=index.location, role=index.role, cfg=cfg.data, teacher_dark=dark
+        )
         out[index.role] = epoch_order(index, rows).map_batches(augment, batch_size=8, batch_format="numpy")
     return out
 

@@ -8,7 +8,7 @@ import time
 
 __all__ = ["StepLog", "format_eta"]
 
-SHOWN = ("g_total", "g_global", "g_local", "sfp", "d_global", "d_local")
+SHOWN = ("g_total", "g_global", "g_local", "sfp", "d_global", "d_local", "teacher_l1")
 
 
 def format_eta(seconds: float) -> str:

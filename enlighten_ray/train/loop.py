@@ -5,10 +5,16 @@ Each worker: G, D_global and D_local each under DDP (`prepare_model`), one Adam 
 (`gan.lr_factor`, stepped per epoch) each, its share of the global batch from the `low` and
 `normal` dataset shards. Every `train.checkpoint_every` epochs rank 0 writes a checkpoint directory:
 
-    state.pt       nets, optimisers, schedulers, epoch (next to run), step, per-rank RNG state
+    state.pt       nets, optimisers, schedulers, G's moving average, epoch (next to run), step,
+                   per-rank RNG state
     config.yaml    the resolved config
-    generator.pt   the standalone generator file (`enlighten-ray enhance --weights`)
-    samples.png    fixed validation low inputs (top row) and G's outputs (bottom row)
+    generator.pt   the standalone generator file (`enlighten-ray enhance --weights`): G's moving
+                   average where train.ema_half_life_images is set, else G
+    generator_raw.pt  G itself, beside its average (for comparing the two)
+    samples.png    fixed validation low inputs (top row) and generator.pt's outputs (bottom row)
+
+With `warm.images` set, the first steps are the warm start's (`step.warm_step`: G regresses to a
+classical teacher, no discriminators), then the paper's step with the decaying teacher anchor.
 """
 
 from __future__ import annotations
@@ -42,9 +48,19 @@ from enlighten_ray.config import Config, from_dict
 from enlighten_ray.devices import autocast
 from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.models.weights import save_generator
+from enlighten_ray.train.ema import build_ema
 from enlighten_ray.train.log import StepLog
 from enlighten_ray.train.losses import EnlightenGANLoss
-from enlighten_ray.train.step import Nets, Optimizers, build_nets, build_optimizers, build_vgg, lr_factor, train_step
+from enlighten_ray.train.step import (
+    Nets,
+    Optimizers,
+    build_nets,
+    build_optimizers,
+    build_vgg,
+    lr_factor,
+    train_step,
+    warm_step,
+)
 from enlighten_ray.train.transforms import to_model_range
 
 __all__ = ["state_digest", "train_func"]
@@ -53,6 +69,7 @@ NET_NAMES = ("generator", "d_global", "d_local")  # the order of `Nets`, and the
 STATE_FILE = "state.pt"
 CONFIG_FILE = "config.yaml"
 SAMPLES_FILE = "samples.png"
+RAW_GENERATOR_FILE = "generator_raw.pt"  # G beside its moving average
 METRICS_FILE = "metrics.json"  # the epoch's mean losses, learning rate and images/s
 READ_AHEAD_BYTES = 1 << 30  # per domain and worker: a whole CPU epoch fits, a GPU epoch streams
 READ_AHEAD_MAX_BATCHES = 1024  # Semaphore.release(n) loops n times: tiny batches must not make it 10^8
@@ -151,7 +168,7 @@ def _batches(per_worker: int) -> Iterator[dict[str, torch.Tensor]]:
 
     low, normal = shard("low"), shard("normal")
     for lb, nb in zip(low, normal):
-        yield {"low": lb["low"], "low_input": lb["low_input"], "normal": nb["normal"]}
+        yield {**lb, "normal": nb["normal"]}
     for rest in (low, normal):  # an item that failed to decode can leave one domain a batch longer
         for _ in rest:
             pass
@@ -180,11 +197,17 @@ def _write_checkpoint(folder: Path, trainee: Trainee, info: dict[str, Any]) -> N
         "schedulers": [s.state_dict() for s in trainee.schedulers],
         **info,
     }
+    if trainee.ema is not None:
+        state["ema"] = trainee.ema.state_dict()
     torch.save(state, folder / STATE_FILE)
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(info["config"], sort_keys=False))
     (folder / METRICS_FILE).write_text(json.dumps(info["metrics"], indent=1))
     meta = {"epoch": info["epoch"], "step": info["step"], "vgg": info["metrics"]["vgg"]}
-    save_generator(trainee.bare.generator, folder / "generator.pt", meta)
+    if trainee.ema is not None:
+        save_generator(trainee.ema.module, folder / "generator.pt", {**meta, "ema": True})
+        save_generator(trainee.bare.generator, folder / RAW_GENERATOR_FILE, meta)
+    else:
+        save_generator(trainee.bare.generator, folder / "generator.pt", meta)
 
 
 def _load_checkpoint() -> dict[str, Any] | None:
@@ -208,6 +231,12 @@ class Trainee:
     optimizers: Optimizers
     schedulers: list[Any]
     loss: EnlightenGANLoss
+    ema: nn.Module | None = None  # AveragedModel of the bare G
+
+    @property
+    def sampler(self) -> nn.Module:
+        """The generator checkpoints ship: the average where there is one."""
+        return self.ema.module if self.ema is not None else self.bare.generator
 
 
 def _build(cfg: Config, state: dict[str, Any] | None, init_generator: Any, device: torch.device) -> Trainee:
@@ -229,7 +258,11 @@ def _build(cfg: Config, state: dict[str, Any] | None, init_generator: Any, devic
     if state is not None:
         _restore_optimizers(state, opts, scheds, schedule, o.lr)
     loss = EnlightenGANLoss(*wrapped, build_vgg(cfg).to(device), cfg.loss)
-    return Trainee(wrapped, Nets(*(getattr(m, "module", m) for m in wrapped)), opts, scheds, loss)
+    bare = Nets(*(getattr(m, "module", m) for m in wrapped))
+    ema = build_ema(bare.generator, cfg.train.ema_half_life_images, cfg.train.batch_size)
+    if ema is not None and state is not None and "ema" in state:
+        ema.load_state_dict(state["ema"])
+    return Trainee(wrapped, bare, opts, scheds, loss, ema)
 
 
 def _restore_optimizers(
@@ -285,7 +318,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         count, started = 0, time.perf_counter()
         for batch in _batches(batch_size // world):
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
-            metrics = train_step(trainee.nets, trainee.optimizers, trainee.loss, batch, precision, generator=patches)
+            metrics = _step(trainee, batch, precision, patches, settings, step * batch_size)
             step, count = step + 1, count + 1
             sums = {k: sums.get(k, 0) + v.float() for k, v in metrics.items()}
             if step % settings.train.log_every == 0:  # every rank takes the same number of steps
@@ -309,6 +342,28 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
         else:
             ray.train.report(summary)
     return summary
+
+
+def _step(
+    trainee: Trainee,
+    batch: dict[str, torch.Tensor],
+    precision: Any,
+    patches: torch.Generator,
+    cfg: Config,
+    images_seen: int,
+) -> dict[str, torch.Tensor]:
+    """The warm start's step while its images last, then the paper's (with the decaying anchor);
+    the moving average follows G after either."""
+    if images_seen < cfg.warm.images:
+        metrics = warm_step(trainee.nets.generator, trainee.optimizers.generator, batch, precision)
+    else:
+        anchor = cfg.warm.anchor(images_seen)
+        metrics = train_step(
+            trainee.nets, trainee.optimizers, trainee.loss, batch, precision, generator=patches, anchor=anchor
+        )
+    if trainee.ema is not None:
+        trainee.ema.update_parameters(trainee.bare.generator)
+    return metrics
 
 
 def _checkpoint(
@@ -336,6 +391,6 @@ def _checkpoint(
                 "metrics": summary,
             }
             _write_checkpoint(Path(tmp), trainee, info)
-            _save_samples(trainee.bare.generator, config["val"], Path(tmp) / SAMPLES_FILE, device)
+            _save_samples(trainee.sampler, config["val"], Path(tmp) / SAMPLES_FILE, device)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)

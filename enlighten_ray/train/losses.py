@@ -20,6 +20,7 @@ __all__ = [
     "relativistic_d_loss",
     "relativistic_g_loss",
     "sfp_loss",
+    "teacher_l1",
 ]
 
 
@@ -53,6 +54,11 @@ def sfp_loss(vgg: nn.Module, output: torch.Tensor, low: torch.Tensor) -> torch.T
     with torch.no_grad():  # the target: no graph through the frozen VGG for the low input
         b = F.instance_norm(vgg(low).float())
     return F.mse_loss(a, b)
+
+
+def teacher_l1(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The warm start's regression to the classical teacher (both in [-1, 1])."""
+    return F.l1_loss(output.float(), teacher.float())
 
 
 def random_patch_offsets(
@@ -92,9 +98,16 @@ class EnlightenGANLoss:
         self.generator, self.d_global, self.d_local, self.vgg, self.cfg = generator, d_global, d_local, vgg, cfg
 
     def generator_phase(
-        self, low: torch.Tensor, low_input: torch.Tensor, normal: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        low: torch.Tensor,
+        low_input: torch.Tensor,
+        normal: torch.Tensor,
+        generator: torch.Generator | None = None,
+        teacher: torch.Tensor | None = None,
+        anchor: float = 0.0,
     ) -> GeneratorPhase:
-        """`low_input` is what G sees (possibly darkened); the SFP loss compares with `low`."""
+        """`low_input` is what G sees (possibly darkened); the SFP loss compares with `low`. With
+        `anchor` > 0, G's loss adds anchor x L1 to `teacher` (the warm start's decaying anchor)."""
         cfg = self.cfg
         fake = self.generator(low_input)  # one G forward per step (BatchNorm under DDP)
         d_global, d_local = _unwrap(self.d_global), _unwrap(self.d_local)
@@ -108,7 +121,11 @@ class EnlightenGANLoss:
         )
 
         total = cfg.global_weight * g_global + cfg.local_weight * g_local + cfg.sfp_weight * sfp
-        metrics = {"g_global": g_global, "g_local": g_local, "sfp": sfp, "g_total": total}
+        metrics = {"g_global": g_global, "g_local": g_local, "sfp": sfp}
+        if anchor > 0 and teacher is not None:
+            metrics["teacher_l1"] = teacher_l1(fake, teacher)
+            total = total + anchor * metrics["teacher_l1"]
+        metrics["g_total"] = total
         return GeneratorPhase(total, fake, offsets, metrics)
 
     def d_global_loss(self, normal: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

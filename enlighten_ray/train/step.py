@@ -13,7 +13,7 @@ from enlighten_ray.config import Config
 from enlighten_ray.models.discriminator import NoNormDiscriminator
 from enlighten_ray.models.generator import EnlightenGenerator
 from enlighten_ray.models.vgg import VGGFeatures, load_vgg
-from enlighten_ray.train.losses import EnlightenGANLoss
+from enlighten_ray.train.losses import EnlightenGANLoss, teacher_l1
 
 __all__ = [
     "Nets",
@@ -24,6 +24,7 @@ __all__ = [
     "init_weights",
     "lr_factor",
     "train_step",
+    "warm_step",
 ]
 
 
@@ -99,9 +100,11 @@ def train_step(
     batch: dict[str, torch.Tensor],
     autocast: contextlib.AbstractContextManager | None = None,
     generator: torch.Generator | None = None,
+    anchor: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """One step in the release's order: G, then global D and local D on the same (detached) fake.
-    `batch` holds `low`, `low_input` (maybe darkened) and `normal`, (B, 3, S, S) in [-1, 1]."""
+    `batch` holds `low`, `low_input` (maybe darkened) and `normal`, (B, 3, S, S) in [-1, 1], and
+    `teacher` where `anchor` > 0 adds the warm start's L1 anchor to G's loss."""
     autocast = autocast or contextlib.nullcontext()
     low, low_input, normal = batch["low"], batch["low_input"], batch["normal"]
 
@@ -109,7 +112,7 @@ def train_step(
     _set_requires_grad([nets.d_global, nets.d_local], False)
     opts.generator.zero_grad(set_to_none=True)
     with autocast:
-        g = loss.generator_phase(low, low_input, normal, generator)
+        g = loss.generator_phase(low, low_input, normal, generator, batch.get("teacher"), anchor)
     g.loss.backward()
     opts.generator.step()
     _set_requires_grad([nets.d_global, nets.d_local], True)
@@ -130,3 +133,21 @@ def train_step(
     metrics = {**g.metrics, "d_global": d_global, "d_local": d_local}
     # Detached tensors, not floats: converting every step would sync the GPU seven times.
     return {k: v.detach() for k, v in metrics.items()}
+
+
+def warm_step(
+    generator: nn.Module,
+    opt: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+    autocast: contextlib.AbstractContextManager | None = None,
+) -> dict[str, torch.Tensor]:
+    """The warm start's step: G regresses (L1) to the classical `teacher` of its own low crop, from
+    `low_input` (maybe darkened, so G learns the teacher's output from darker inputs too). No
+    discriminators and no VGG: a fraction of a full step's cost."""
+    opt.zero_grad(set_to_none=True)
+    with autocast or contextlib.nullcontext():
+        fake = generator(batch["low_input"])
+    l1 = teacher_l1(fake, batch["teacher"])
+    l1.backward()
+    opt.step()
+    return {"teacher_l1": l1.detach()}

@@ -34,13 +34,21 @@ def darken(image: torch.Tensor, factor: float) -> torch.Tensor:
     return (image + 1) / factor - 1
 
 
-def augment_low(image: np.ndarray, cfg: DataSettings, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-    """`low` is the crop the SFP loss compares against; `low_input` is what G sees."""
-    low = crop_and_flip(to_model_range(image), cfg.crop_size, cfg.flip)
+def augment_low(
+    image: np.ndarray, cfg: DataSettings, rng: np.random.Generator, teacher: np.ndarray | None = None
+) -> dict[str, torch.Tensor]:
+    """`low` is the crop the SFP loss compares against; `low_input` is what G sees. A `teacher`
+    image (same size, computed from the whole low image) is cropped and flipped with it."""
+    full = to_model_range(image)
+    if teacher is not None:
+        full = torch.cat([full, to_model_range(teacher)])
+    crops = crop_and_flip(full, cfg.crop_size, cfg.flip)
+    low = crops[:3]
+    out = {} if teacher is None else {"teacher": crops[3:]}
     low_input = low
     if rng.random() < cfg.darken_prob:
         low_input = darken(low, rng.uniform(cfg.darken_min, cfg.darken_max))
-    return {"low": low, "low_input": low_input}
+    return {"low": low, "low_input": low_input, **out}
 
 
 def augment_normal(image: np.ndarray, cfg: DataSettings) -> torch.Tensor:

@@ -1,11 +1,15 @@
-"""Two classical low-light enhancers used as rulers in the Table-1 comparison (not products).
+"""Classical low-light enhancers: two rulers for the Table-1 comparison, and the teacher the
+generator's warm start regresses to (computed from each low image itself: training stays unpaired).
 
 - `ahe`: CLAHE (Zuiderveld 1994, the variant OpenCV ships) on the luma of YCbCr; the paper's "AHE".
 - `lime`: LIME-style (Guo et al., TIP 2017): illumination = max over RGB, refined by an
   edge-preserving guided filter (He et al. 2010) in place of LIME's structure-aware optimisation,
   gamma-corrected, and the image divided by it (Retinex: I = R * T).
 
-Both take and return uint8 (H, W, 3) RGB arrays and need only numpy.
+- `teacher`: the LIME-style output with its dark regions smoothed (LIME's own advice: denoise in
+  proportion to darkness), so a generator that imitates it does not learn to amplify noise.
+
+All take and return uint8 (H, W, 3) RGB arrays and need only numpy (a leaf module).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["ahe", "lime", "BASELINES"]
+__all__ = ["ahe", "lime", "teacher", "BASELINES"]
 
 # BT.601 full-range RGB <-> YCbCr (JPEG's), so chroma is kept while the luma is equalised.
 _RGB2YCC = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
@@ -74,31 +78,57 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
         hi = np.minimum(np.arange(n) + r + 1, n)
         lo = np.maximum(np.arange(n) - r, 0)
         shape = (n,) + (1,) * (a.ndim - 1)
-        return np.moveaxis((c[hi] - c[lo]) / (hi - lo).reshape(shape), 0, axis)
+        return np.moveaxis((c[hi] - c[lo]) / (hi - lo).reshape(shape).astype(a.dtype), 0, axis)
 
     return along(along(x, 0), 1)
 
 
 def _guided(guide: np.ndarray, src: np.ndarray, r: int, eps: float) -> np.ndarray:
-    """He et al.'s guided filter (grey guide): locally src ~ a * guide + b, edges of guide kept."""
+    """He et al.'s guided filter (grey guide): locally src ~ a * guide + b, edges of guide kept.
+    `src` is (H, W) like the guide, or (H, W, C) filtered channel by channel."""
+    if src.ndim == 3:
+        guide = guide[..., None]
     mg, ms = _box(guide, r), _box(src, r)
     a = (_box(guide * src, r) - mg * ms) / (_box(guide * guide, r) - mg * mg + eps)
     b = ms - a * mg
     return _box(a, r) * guide + _box(b, r)
 
 
-def lime(img: np.ndarray, gamma: float = 0.8, radius: int = 0, eps: float = 1e-3) -> np.ndarray:
-    """LIME-style enhancement: R = I / max(T, 0.01), T = refine(max_c I_c) ** gamma.
-
-    gamma 0.8 is LIME's; the refinement is a self-guided filter of radius `radius`
-    (0 = 2 % of the short side, at least 3 px) that flattens texture inside objects but keeps
-    the illumination's edges, the job LIME's structure-aware term does."""
-    x = img.astype(np.float64) / 255
-    t = x.max(axis=2)  # initial illumination: brightest channel (LIME Eq. 2)
+def _illumination(x: np.ndarray, radius: int, eps: float) -> np.ndarray:
+    """LIME's illumination map in [0, 1]: the brightest channel (LIME Eq. 2), refined by a
+    self-guided filter of radius `radius` (0 = 2 % of the short side, at least 3 px) that flattens
+    texture inside objects but keeps the illumination's edges, the job LIME's structure-aware term does."""
+    t = x.max(axis=2)
     r = radius or max(3, round(0.02 * min(t.shape)))
-    t = np.clip(_guided(t, t, r, eps), 0, 1) ** gamma
-    out = x / np.maximum(t, 0.01)[..., None]
-    return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+    return np.clip(_guided(t, t, r, eps), 0, 1)
+
+
+def _lime(x: np.ndarray, t: np.ndarray, gamma: float) -> np.ndarray:
+    """Retinex: R = I / max(T ** gamma, 0.01), float in [0, 1]."""
+    return np.clip(x / np.maximum(t**gamma, 0.01)[..., None], 0, 1)
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
+
+
+def lime(img: np.ndarray, gamma: float = 0.8, radius: int = 0, eps: float = 1e-3) -> np.ndarray:
+    """LIME-style enhancement: R = I / max(T, 0.01), T = refine(max_c I_c) ** gamma (LIME's gamma 0.8)."""
+    x = img.astype(np.float64) / 255
+    return _to_uint8(_lime(x, _illumination(x, radius, eps), gamma))
+
+
+def teacher(img: np.ndarray, dark: float = 0.15, gamma: float = 0.8) -> np.ndarray:
+    """LIME-style output whose dark regions (illumination below `dark`) are blended toward a
+    smoothing of it that keeps the illumination map's edges (each channel guided by the map, radius
+    2x the map's): near black, sensor and codec noise and chroma blotches are what a 10x gain shows."""
+    x = img.astype(np.float32) / 255  # float32: the teacher runs per training image
+    t = _illumination(x, 0, 1e-3)
+    out = _lime(x, t, gamma)
+    r = 2 * max(3, round(0.02 * min(t.shape)))
+    smooth = _guided(t, out, r, 1e-4)
+    w = np.clip(1 - t / dark, 0, 1)[..., None] if dark > 0 else 0.0
+    return _to_uint8(np.clip((1 - w) * out + w * smooth, 0, 1))
 
 
 # Names used as Table-1 rows and output folder names.
