@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _media import write_video
 from PIL import Image
 
 from enlighten_ray.cli import main
@@ -227,6 +228,55 @@ def test_eval_curve_scores_each_checkpoint_reuses_known_rows_and_plots(tmp_path,
     out_json.write_text(json.dumps(rows))
     assert main([*args, "--json", str(out_json)]) == 0
     assert json.loads(out_json.read_text())[1]["niqe"] == -1.0
+    # The video's figures are added to known rows, the inputs' row included.
+    clip = write_video(tmp_path / "night.mp4", [3, 4, 5, 4])
+    assert main([*args, "--json", str(out_json), "--video", str(clip)]) == 0
+    rows = json.loads(out_json.read_text())
+    assert rows[1]["niqe"] == -1.0 and all("dashcam_dark_cast" in r for r in rows)
+    assert rows[0]["dashcam_luma"] == pytest.approx(4, abs=1.5)
     listing.write_text("not here.jpg\n")
     assert main(args) == 2
     assert "not here.jpg" in capsys.readouterr().err
+
+
+def test_colour_stats_measure_the_cast_over_all_and_over_near_black_input_pixels():
+    from enlighten_ray.eval.curve import colour_stats
+
+    src = np.zeros((4, 8, 3), np.uint8)
+    src[:, 4:] = 200  # right half bright, left half black
+    out = np.zeros_like(src)
+    out[:, :4] = (40, 60, 40)  # black turned green
+    out[:, 4:] = (200, 200, 200)
+    stats = colour_stats([out], [src], dark=10)
+    assert stats["dark_cast"] == pytest.approx(1.5) and stats["dark_share"] == 0.5
+    assert stats["cast"] == pytest.approx(130 / 120) and stats["g"] == pytest.approx(130)
+    assert colour_stats([src], [src], dark=10)["dark_cast"] == pytest.approx(1.0)  # all-black counts as grey
+
+
+def test_release_rule_needs_brightness_colour_and_the_video_bar():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("release_model", Path(__file__).parents[1] / "jobs/release_model.py")
+    release = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(release)
+    grey = {"r": 25, "g": 24, "b": 21, "dark_r": 5, "dark_g": 5, "dark_b": 4}
+    inputs = {"checkpoint": "input", "luma": 24, "niqe": 4.8, **grey}
+
+    def row(name, niqe, luma=80, gain=(3, 3, 3), video=(60, 1.05)):
+        rgb = {k: v * g for (k, v), g in zip(grey.items(), [*gain, *gain])}
+        return {"checkpoint": name, "niqe": niqe, "luma": luma, **rgb, "dashcam_luma": video[0],
+                "dashcam_dark_cast": video[1]}  # fmt: skip
+
+    rows = [
+        inputs,
+        row("green", 3.5, gain=(3, 4, 3)),
+        row("dim", 3.6, luma=20),
+        row("dark video", 3.7, video=(40, 1.0)),
+        row("green video", 3.8, video=(60, 1.5)),
+        row("fair", 3.9),
+        row("fair but worse", 4.0),
+    ]
+    assert release.choose(rows, shipped_luma=55)["checkpoint"] == "fair"
+    assert release.choose(rows)["checkpoint"] == "dark video"
+    with pytest.raises(SystemExit):
+        release.choose(rows[:3])

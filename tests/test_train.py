@@ -73,7 +73,9 @@ def test_two_workers_checkpoint_identical_ranks_export_and_resume(ray_cluster, t
     good = (low / "img_000.jpg").read_bytes()
     (low / "truncated.jpg").write_bytes(good[: len(good) // 3])  # counted and skipped, run goes on
     write_images(normal, 6, seed=1)
-    cfg = smoke_config(tmp_path, low, normal)  # 2 epochs x 2 steps, global batch 4 on 2 workers
+    # 2 epochs x 2 steps, global batch 4 on 2 workers: a warm step, then GAN steps with the anchor.
+    warm = ["train.ema_half_life_images=8", "warm.images=4", "warm.anchor_weight=1.0", "warm.anchor_images=8"]
+    cfg = smoke_config(tmp_path, low, normal, *warm)
 
     result = fit(cfg)
     assert result.error is None
@@ -87,17 +89,20 @@ def test_two_workers_checkpoint_identical_ranks_export_and_resume(ray_cluster, t
     ckpts = checkpoint_dirs(run)
     assert len(ckpts) == 2
     for ckpt in ckpts:
-        assert {"generator.pt", "state.pt", "config.yaml", "samples.png", "metrics.json"} <= {
+        assert {"generator.pt", "generator_raw.pt", "state.pt", "config.yaml", "samples.png", "metrics.json"} <= {
             p.name for p in ckpt.iterdir()
         }
     epoch_means = json.loads((ckpts[-1] / "metrics.json").read_text())
     assert epoch_means["epoch"] == 2 and epoch_means["images_per_s"] > 0 and "d_local" in epoch_means
+    assert "teacher_l1" in epoch_means  # the anchor still weighs in epoch 2
     assert epoch_means["vgg"] == {"source": "random", "file": "random"}
     state = torch.load(ckpts[-1] / "state.pt", weights_only=True)
     nets = state["nets"]
     assert state_digest([nets["generator"], nets["d_global"], nets["d_local"]]) == digests[0]
     assert (state["epoch"], state["step"]) == (2, 4) and state["config"]["model"]["width"] == 4
     assert len(state["rng"]["patches"]) == 2
+    assert int(state["ema"]["n_averaged"]) == 4  # the average followed G after every step
+    average = {k.removeprefix("module."): v for k, v in state["ema"].items() if k.startswith("module.")}
     grid = Image.open(ckpts[-1] / "samples.png")
     assert grid.height > 2 * 32 and grid.width > 2 * 32  # 2 inputs over 2 outputs
     assert (run / "config.yaml").is_file()
@@ -110,15 +115,20 @@ def test_two_workers_checkpoint_identical_ranks_export_and_resume(ray_cluster, t
     info = json.loads(capsys.readouterr().out)
     assert info["origin"] == "ours" and info["config"]["width"] == 4 and info["meta"]["step"] == 4
     exported = torch.load(out, weights_only=True)["state_dict"]
-    assert all(torch.equal(exported[k], nets["generator"][k]) for k in nets["generator"])
+    assert all(torch.equal(exported[k], average[k]) for k in nets["generator"])  # generator.pt is the average
+    raw = torch.load(ckpts[-1] / "generator_raw.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(raw[k], nets["generator"][k]) for k in nets["generator"])
+    assert not all(torch.equal(raw[k], average[k]) for k in raw)
 
     # Same run, one more epoch and a new rate: continues at epoch 3 / step 6 instead of starting
     # over, at the new optim.lr rather than the one the checkpoint's optimiser state holds.
-    more = smoke_config(tmp_path, low, normal, "optim.epochs_decay=2", "optim.lr=2e-4")
+    more = smoke_config(tmp_path, low, normal, *warm, "optim.epochs_decay=2", "optim.lr=2e-4")
     resumed = fit(more)
     assert resumed.error is None
     assert (resumed.metrics["epoch"], resumed.metrics["step"]) == (3, 6)
     assert len(checkpoint_dirs(run)) == 3
+    resumed_state = torch.load(checkpoint_dirs(run)[-1] / "state.pt", weights_only=True)
+    assert int(resumed_state["ema"]["n_averaged"]) == 6  # the average resumed, not restarted
     epochs = sorted(int(m["epoch"]) for _, m in resumed.best_checkpoints)
     assert epochs == [1, 2, 3]
     # 1 constant + 2 decaying epochs, as released: epochs 1-2 at the full rate, epoch 3 at 1 - 1/2.

@@ -75,6 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--holdout", required=True, metavar="FILE", help="the hold-out list (data.holdout)")
     q.add_argument("--json", metavar="FILE", help="write the rows here; checkpoints already in it are reused")
     q.add_argument("--plot", metavar="PNG", help="also plot the curve")
+    q.add_argument(
+        "--video", metavar="FILE", help="also brightness and casts on this evaluation video's first 60 frames"
+    )
 
     q = sub.add_parser("sheet", help="before/after contact sheet: a column per folder, a row per image")
     q.add_argument("input_dir", metavar="INPUT_DIR", help="the original images (one row each)")
@@ -130,13 +133,17 @@ def _curve(args: argparse.Namespace) -> int:
     known = {}
     if args.json and Path(args.json).is_file():
         known = {row["checkpoint"]: row for row in json.loads(Path(args.json).read_text())}
-    rows = curve.checkpoint_curve(args.run, curve.holdout_images(args.images, args.holdout), known)
-    print(f"{'checkpoint':<40} {'epoch':>5} {'NIQE':>6} {'luma':>6}  R/G/B")
+    rows = curve.checkpoint_curve(args.run, curve.holdout_images(args.images, args.holdout), known, args.video)
+    video, nan = " video: luma cast dark" if args.video else "", float("nan")
+    print(f"{'checkpoint':<40} {'epoch':>5} {'NIQE':>6} {'luma':>6}  R/G/B      cast dark{video}")
     for r in rows:
-        print(
+        line = (
             f"{r['checkpoint']:<40} {r['epoch']:>5} {r['niqe']:>6.3f} {r['luma']:>6.1f}  "
-            f"{r['r']:.0f}/{r['g']:.0f}/{r['b']:.0f}"
+            f"{r['r']:.0f}/{r['g']:.0f}/{r['b']:.0f} {r.get('cast', nan):>5.2f} {r.get('dark_cast', nan):.2f}"
         )
+        if args.video:
+            line += f"  {r['dashcam_luma']:>5.1f} {r['dashcam_cast']:.2f} {r['dashcam_dark_cast']:.2f}"
+        print(line)
     if args.json:
         evaluate.write_json(rows, args.json)
     if args.plot:

@@ -1,6 +1,10 @@
 """The learning curve of a training run, behind `enlighten-ray eval curve`: for every checkpoint,
-the held-out low images' outputs (mean luma, mean R/G/B, NIQE) beside the epoch's mean losses, as
-JSON and a PNG plot. Checkpoints are selected on held-out training images, never on the test sets.
+the held-out low images' outputs (mean luma, mean R/G/B, NIQE, colour cast over all pixels and over
+near-black ones) beside the epoch's mean losses, and optionally the same brightness and casts on the
+first frames of an evaluation video (`dashcam_*` keys), as JSON and a PNG plot. Checkpoints are
+selected on held-out training images and that video, never on the test sets.
+
+NIQE runs on grey and cannot see a cast, hence the casts: max/min of the R, G, B means (1 = grey).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.eval.metrics import niqe
@@ -20,9 +25,12 @@ from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.models.generator import LUMA
 from enlighten_ray.models.weights import GENERATOR_FILE, load_generator
 
-__all__ = ["checkpoint_curve", "holdout_images", "output_stats", "plot_curve"]
+__all__ = ["cast", "checkpoint_curve", "colour_stats", "holdout_images", "output_stats", "plot_curve", "video_frames"]
 
-LOSSES = ("g_global", "g_local", "sfp", "d_global", "d_local")
+LOSSES = ("g_global", "g_local", "sfp", "d_global", "d_local", "teacher_l1")
+DARK_LUMA = 10  # held-out pixels whose input luma is below this count as near-black
+VIDEO_DARK_LUMA = 8  # the same on the evaluation video (86 % of the night dashcam's pixels)
+VIDEO_FRAMES = 60
 
 
 def holdout_images(folder: str | os.PathLike, listing: str | os.PathLike) -> list[Path]:
@@ -36,16 +44,61 @@ def holdout_images(folder: str | os.PathLike, listing: str | os.PathLike) -> lis
     return paths
 
 
-def output_stats(images: Sequence[np.ndarray]) -> dict[str, float]:
-    """Mean luma, mean R/G/B (0-255) and mean NIQE over uint8 RGB images."""
-    rgb = np.mean([img.reshape(-1, 3).mean(axis=0) for img in images], axis=0)
+def cast(rgb: Sequence[float]) -> float:
+    """Max/min of channel means: 1.0 is grey on average; 1.56 was the shipped model's green dark sky."""
+    floor = 0.5  # means under half a code value count as that: black is grey, and no division by 0
+    return float(max(max(rgb), floor) / max(min(rgb), floor))
+
+
+def colour_stats(outputs: Sequence[np.ndarray], inputs: Sequence[np.ndarray], dark: float) -> dict[str, float]:
+    """Mean luma, mean R/G/B (0-255) and cast of uint8 RGB outputs (each image weighted alike), and
+    the cast over the pixels whose input luma is below `dark` (pooled; 1.0 when there are none)."""
+    rgb = np.mean([img.reshape(-1, 3).mean(axis=0) for img in outputs], axis=0)
+    sums, count = np.zeros(3), 0
+    for out, src in zip(outputs, inputs):
+        mask = src.astype(np.float32) @ np.asarray(LUMA, np.float32) < dark
+        sums += out[mask].sum(axis=0, dtype=np.float64)
+        count += int(mask.sum())
+    dark_rgb = sums / count if count else np.ones(3)
     return {
         "luma": float(np.dot(rgb, LUMA)),
         "r": float(rgb[0]),
         "g": float(rgb[1]),
         "b": float(rgb[2]),
-        "niqe": float(np.mean([niqe(img) for img in images])),
+        "cast": cast(rgb),
+        "dark_r": float(dark_rgb[0]),
+        "dark_g": float(dark_rgb[1]),
+        "dark_b": float(dark_rgb[2]),
+        "dark_cast": cast(dark_rgb),
+        "dark_share": count / sum(img.shape[0] * img.shape[1] for img in inputs),
     }
+
+
+def output_stats(outputs: Sequence[np.ndarray], inputs: Sequence[np.ndarray] | None = None) -> dict[str, float]:
+    """`colour_stats` (over held-out inputs' near-black pixels) and mean NIQE of uint8 RGB outputs."""
+    stats = colour_stats(outputs, outputs if inputs is None else inputs, DARK_LUMA)
+    return stats | {"niqe": float(np.mean([niqe(img) for img in outputs]))}
+
+
+def video_frames(path: str | os.PathLike, count: int = VIDEO_FRAMES) -> list[np.ndarray]:
+    """The first `count` frames of a video, uint8 RGB."""
+    from enlighten_ray.io.video import VideoReader
+
+    frames = []
+    with VideoReader(str(path)) as reader:
+        for frame in reader.frames():
+            frames.append(frame.rgb)
+            if len(frames) == count:
+                break
+    if not frames:
+        raise BadInputError(path, "no video frames")
+    return frames
+
+
+def _video_row(enhancer: Enhancer | None, frames: Sequence[np.ndarray]) -> dict[str, float]:
+    outputs = frames if enhancer is None else [enhancer(f) for f in frames]
+    stats = colour_stats(outputs, frames, VIDEO_DARK_LUMA)
+    return {f"dashcam_{k}": v for k, v in stats.items() if k in ("luma", "cast", "dark_cast")}
 
 
 def _checkpoints(run: Path) -> list[Path]:
@@ -56,26 +109,45 @@ def _checkpoints(run: Path) -> list[Path]:
 
 
 def checkpoint_curve(
-    run: str | os.PathLike, images: Sequence[Path], known: dict[str, dict[str, Any]] | None = None
+    run: str | os.PathLike,
+    images: Sequence[Path],
+    known: dict[str, dict[str, Any]] | None = None,
+    video: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
     """One row per checkpoint (plus the inputs as epoch 0), oldest first. Rows already in `known`
     (keyed by checkpoint name, e.g. from an earlier call's JSON) are reused, so the curve of a run
-    still training can be updated cheaply."""
+    still training can be updated cheaply; a known row without the video's figures gets them."""
     known = dict(known or {})
     inputs = [read_rgb(p) for p in images]
+    frames = video_frames(video) if video else []
     rows = [known.get("input") or {"checkpoint": "input", "epoch": 0, "step": 0, **output_stats(inputs)}]
     for folder in _checkpoints(Path(run)):
-        if folder.name in known:
-            rows.append(known[folder.name])
-            continue
-        model, info = load_generator(folder)
-        enhancer = Enhancer(model, device="cpu")
-        metrics_file = folder / "metrics.json"
-        metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-        row = {"checkpoint": folder.name, "epoch": info["meta"].get("epoch"), "step": info["meta"].get("step")}
-        row |= {k: metrics[k] for k in (*LOSSES, "lr", "images_per_s") if k in metrics}
-        rows.append(row | output_stats([enhancer(x) for x in inputs]))
+        row = known.get(folder.name) or _checkpoint_row(folder, inputs)
+        if frames and "dashcam_luma" not in row:
+            row |= _video_row(Enhancer(load_generator(folder)[0], device="cpu"), frames)
+        rows.append(row)
+    if frames and "dashcam_luma" not in rows[0]:
+        rows[0] |= _video_row(None, frames)
     return rows
+
+
+def _checkpoint_row(folder: Path, inputs: Sequence[np.ndarray]) -> dict[str, Any]:
+    model, info = load_generator(folder)
+    enhancer = Enhancer(model, device="cpu")
+    metrics_file = folder / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    row = {"checkpoint": folder.name, "epoch": info["meta"].get("epoch"), "step": info["meta"].get("step")}
+    row["images"] = _images_seen(folder, row)
+    row |= {k: metrics[k] for k in (*LOSSES, "lr", "images_per_s") if k in metrics}
+    return row | output_stats([enhancer(x) for x in inputs], inputs)
+
+
+def _images_seen(folder: Path, row: dict[str, Any]) -> int | None:
+    """Steps x the run's batch size, from the checkpoint's config.yaml."""
+    config = folder / "config.yaml"
+    if row["step"] is None or not config.is_file():
+        return None
+    return row["step"] * int(yaml.safe_load(config.read_text())["train"]["batch_size"])
 
 
 def plot_curve(rows: list[dict[str, Any]], path: str | os.PathLike, title: str = "") -> None:

@@ -110,15 +110,22 @@ def _gather(obj: Any) -> list[Any]:
     return out
 
 
-def _mean_over_ranks(sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+def _accumulate(sums: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]) -> None:
+    """Add a step's metrics to per-key (sum, steps): the warm start's and the anchor's terms are
+    logged by some steps of an epoch only."""
+    for k, v in metrics.items():
+        sums[k] = sums.get(k, 0) + torch.stack([v.float(), torch.ones((), device=v.device)])
+
+
+def _mean_over_ranks(sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Each metric's mean over the steps (of all ranks) that logged it."""
     if not sums:
         return {}
-    keys = sorted(sums)
-    total = torch.stack([sums[k].float() for k in keys]) / max(count, 1)
+    keys = sorted(sums)  # every rank takes the same steps, so holds the same keys
+    total = torch.stack([sums[k] for k in keys])
     if _distributed():
         dist.all_reduce(total)
-        total /= dist.get_world_size()
-    return dict(zip(keys, total.tolist()))
+    return dict(zip(keys, (total[:, 0] / total[:, 1]).tolist()))
 
 
 def _read_ahead(batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
@@ -320,7 +327,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
             metrics = _step(trainee, batch, precision, patches, settings, step * batch_size)
             step, count = step + 1, count + 1
-            sums = {k: sums.get(k, 0) + v.float() for k, v in metrics.items()}
+            _accumulate(sums, metrics)
             if step % settings.train.log_every == 0:  # every rank takes the same number of steps
                 values = {k: float(v) for k, v in metrics.items()}
                 log(epoch + 1, step, values)
@@ -335,7 +342,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
             "lr": lr,
             "images_per_s": count * batch_size / (time.perf_counter() - started),
             "vgg": {"source": trainee.loss.vgg.source, "file": settings.loss.vgg_weights},
-            **_mean_over_ranks(sums, count),
+            **_mean_over_ranks(sums),
         }
         if (epoch + 1) % settings.train.checkpoint_every == 0 or epoch + 1 == settings.epochs:
             _checkpoint(config, trainee, summary, patches, rank, device)
