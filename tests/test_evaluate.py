@@ -280,3 +280,40 @@ def test_release_rule_needs_brightness_colour_and_the_video_bar():
     assert release.choose(rows)["checkpoint"] == "dark video"
     with pytest.raises(SystemExit):
         release.choose(rows[:3])
+
+
+def _blocky_clip(path: Path, frames: int, block: int = 16) -> Path:
+    """A clip of flat 16x16 blocks whose levels change from block to block: a block grid to find."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10, options={"qscale": "2"})
+        stream.width, stream.height, stream.pix_fmt = 96, 48, "yuv420p"
+        for _ in range(frames):
+            levels = rng.integers(20, 200, (48 // block, 96 // block, 1))
+            rgb = np.repeat(np.repeat(levels, block, 0), block, 1).repeat(3, 2).astype(np.uint8)
+            rgb = np.clip(rgb + rng.integers(-6, 7, rgb.shape), 0, 255).astype(np.uint8)  # texture inside
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def test_eval_video_reports_flicker_blocks_and_stability(tmp_path, capsys):
+    flicker = write_video(tmp_path / "flicker.mp4", [40, 80] * 4)
+    steady = write_video(tmp_path / "steady.mp4", [60] * 8)
+    out_json = tmp_path / "video.json"
+    assert main(["eval", "video", str(flicker), str(steady), "--json", str(out_json)]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["frames"] == 8 and "flicker" in capsys.readouterr().out
+    assert report["flicker_in"] == pytest.approx(100 * 20 / 60, rel=0.1) and report["flicker_out"] < 2
+    assert report["frame_diff_ratio"] < 0.1 and report["luma_in"] == pytest.approx(60, abs=3)
+    blocky = _blocky_clip(tmp_path / "blocky.mp4", 3)
+    assert main(["eval", "video", str(blocky), str(blocky), "--json", str(out_json)]) == 0
+    report = json.loads(out_json.read_text())
+    assert report["blockiness_in"] == report["blockiness_out"] > 3  # a visible grid; flat video ~1
+    assert report["frame_diff_ratio"] == pytest.approx(1.0)
+    assert main(["eval", "video", str(flicker), str(blocky)]) == 2  # different frame sizes: one line
+    assert "blocky.mp4" in capsys.readouterr().err

@@ -8,6 +8,7 @@ Examples:
   enlighten-ray eval sheet "$ENLIGHTEN_DATA/eval/LIME" outputs/LIME -o sheet.png -o sheet.html
   enlighten-ray eval curve runs/cpu --images "$ENLIGHTEN_DATA/train/low" --holdout configs/holdout_low.txt \\
       --json curve.json --plot curve.png
+  enlighten-ray eval video night.mp4 night_bright.mp4 --json video.json
 """
 
 from __future__ import annotations
@@ -91,6 +92,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="sheet.png (or .jpg) and/or sheet.html; repeatable",
     )
     q.add_argument("--height", type=_thumb_height, default=160, help="thumbnail height in pixels (default: 160)")
+
+    q = sub.add_parser(
+        "video", help="a video and its enhanced copy: brightness, flicker, temporal noise, block grid, dark cast"
+    )
+    q.add_argument("input", metavar="INPUT", help="the original video")
+    q.add_argument("output", metavar="OUTPUT", help="its enhanced copy (same frames)")
+    q.add_argument("--frames", type=int, metavar="N", help="compare the first N frames only (default: all)")
+    q.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     p.set_defaults(func=run)
 
 
@@ -113,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
         failed = any(row["errors"] for row in report["rows"].values())
     elif args.eval_command == "curve":
         return _curve(args)
+    elif args.eval_command == "video":
+        return _video(args)
     else:
         w, h = sheet.make_sheet(args.input_dir, args.output_dirs, args.output, args.height)
         print(f"sheet {w}x{h}: {', '.join(args.output)}")
@@ -122,6 +133,19 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         print("enlighten-ray eval: some images could not be scored (listed above)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _video(args: argparse.Namespace) -> int:
+    import json
+
+    from enlighten_ray.eval.video import compare_videos
+
+    report = compare_videos(args.input, args.output, args.frames)
+    print("\n".join(report.lines()))
+    print(json.dumps(report.to_dict()))
+    if args.json:
+        evaluate.write_json(report.to_dict(), args.json)
+    return 0
 
 
 def _curve(args: argparse.Namespace) -> int:

@@ -88,6 +88,7 @@ class Enhancer:
         self.batch_size = settings.batch_size
         self.max_side = settings.max_side or None
         self.tile = settings.tile
+        self.denoise = settings.denoise  # for the video readers that feed this enhancer
         # bf16: weights and activations in bf16, faster than autocast on CPU and GPU. A copy, so the
         # caller's model keeps its own dtype.
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32

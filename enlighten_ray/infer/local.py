@@ -96,7 +96,7 @@ def enhance_video(
     source. side_by_side: each output frame is input | enhanced, twice as wide.
     """
     src, dst = Path(src), Path(dst)
-    with VideoReader(src) as reader:
+    with VideoReader(src, denoise=enhancer.denoise) as reader:
         info = reader.info
         size = (info.width * 2, info.height) if side_by_side else None
         total = info.frame_count

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from enlighten_ray.errors import BadInputError
+from enlighten_ray.io.filters import DENOISE
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 FRAME_FORMATS = ("png", "jpg", "webp", "parquet")  # the batch job's --frames-format
@@ -18,17 +19,21 @@ MAX_STRENGTH = 2.0
 class EnhanceSettings:
     """precision: auto = bf16 on GPUs and CPUs with native bf16, else fp32. strength scales the learned
     residual (0 = unchanged, 1 = the paper). tile: overlapping tiles of this many px (None = automatic
-    above 2048 px, 0 = never). max_side: enhance at most this size and apply the change at full size."""
+    above 2048 px, 0 = never). max_side: enhance at most this size and apply the change at full size.
+    denoise: the `io.filters.DENOISE` preset videos are deblocked/denoised with before the model."""
 
     precision: str = "auto"
     batch_size: int = 4
     strength: float = 1.0
     tile: int | None = None
     max_side: int | None = None
+    denoise: str = "light"
 
     def validate(self) -> EnhanceSettings:
         if self.precision not in PRECISIONS:
             raise BadInputError("--precision", f"'{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.denoise not in DENOISE:
+            raise BadInputError("--denoise", f"'{self.denoise}' is not one of {', '.join(DENOISE)}")
         if self.batch_size < 1:
             raise BadInputError("--batch-size", f"must be at least 1, got {self.batch_size}")
         for name, value in (("--max-side", self.max_side), ("--tile", self.tile)):
@@ -99,6 +104,13 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="enhance in overlapping N px tiles; 0 = never (default: 1024 px tiles for sides above 2048 px)",
     )
+    p.add_argument(
+        "--denoise",
+        default=default.denoise,
+        choices=tuple(DENOISE),
+        help="videos: deblock and denoise decoded frames before the model (light: deblock + chroma noise "
+        f"reduction; strong: deblock + non-local means; default: {default.denoise})",
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> EnhanceSettings:
@@ -108,4 +120,5 @@ def settings_from_args(args: argparse.Namespace) -> EnhanceSettings:
         strength=args.strength,
         tile=args.tile,
         max_side=args.max_side,
+        denoise=args.denoise,
     ).validate()

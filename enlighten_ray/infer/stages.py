@@ -205,7 +205,8 @@ class SegmentPredictor:
     def _segment(self, row: dict) -> int:
         start = None if row["start"] == OPEN else row["start"]
         end = None if row["end"] == OPEN else row["end"]
-        with opened(self.source, row["src"]) as file, VideoReader(file, self.source.show(row["src"])) as reader:
+        shown = self.source.show(row["src"])
+        with opened(self.source, row["src"]) as file, VideoReader(file, shown, self.enhancer.denoise) as reader:
             if self.frames_format is None:
                 with stored(self.output, row["part"]) as tmp, VideoWriter(tmp, reader.info, EncoderOptions()) as writer:
                     count = 0

@@ -1,16 +1,15 @@
-"""Reading video (PyAV): probing, decoding by pts range, and packet scans. `encode.py` writes.
+"""Reading video (PyAV): probing, decoding by pts range (with an optional deblock/denoise
+pre-filter, `filters.py`), and packet scans. `encode.py` writes, `remux` included.
 
 Frames cross the boundary as uint8 (H, W, 3) RGB arrays, each with its own presentation timestamp
 in the source stream's time base: the writer never re-times frames by index, so variable frame
-rate stays variable. Audio and subtitle packets are copied, not re-encoded, and interleaved by
-time with the encoded video. Rotation (display matrix) and colour range/space/primaries/transfer
-are carried from source to output. The output is 8-bit (the model works on uint8 RGB), also for
-10-bit sources.
+rate stays variable. Rotation (display matrix) and colour range/space/primaries/transfer are read
+here for the writer to carry. The output is 8-bit (the model works on uint8 RGB), also for 10-bit
+sources.
 
 For splitting one video across many workers: `scan_packets` lists every frame and keyframe pts,
-without decoding, `VideoReader.frames(start_pts, end_pts)` decodes one range (also from a remote
-random-access file), and `remux` joins encoded pieces with the source's audio without
-re-encoding.
+without decoding, and `VideoReader.frames(start_pts, end_pts)` decodes one range (also from a
+remote random-access file).
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 
 from enlighten_ray.errors import BadInputError, first_line
+from enlighten_ray.io.filters import FrameFilter
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -126,8 +126,10 @@ class VideoReader:
     ...         frame.rgb, frame.pts
     """
 
-    def __init__(self, source: Source, name: str | None = None) -> None:
+    def __init__(self, source: Source, name: str | None = None, denoise: str = "off") -> None:
+        """`denoise`: a `filters.DENOISE` preset applied to each decoded frame before conversion."""
         self.path = Path(source) if isinstance(source, (str, Path)) else Path(name or "<stream>")
+        self._filter = FrameFilter(denoise)
         self._container = open_input(source, name)
         try:
             self._first, self._decoded = self._open_video()
@@ -198,7 +200,7 @@ class VideoReader:
         """Frames with start_pts <= pts < end_pts (all by default), in presentation order."""
         for frame, pts in self._frames_in_range(start_pts, end_pts):
             try:
-                rgb = frame.to_ndarray(format="rgb24")  # uses the frame's own range and matrix tags
+                rgb = self._filter(frame).to_ndarray(format="rgb24")  # the frame's own range and matrix tags
             except (av.FFmpegError, ValueError) as exc:
                 raise BadInputError(self.path, f"cannot convert frame at pts {pts} ({av_reason(exc)})") from exc
             yield DecodedFrame(rgb, pts)
