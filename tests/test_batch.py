@@ -3,6 +3,7 @@ subprocess), real PyAV files, a tiny generator (width 4) and images of at most 6
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from PIL import Image
 from enlighten_ray.infer.plan import cut_points
 from enlighten_ray.infer.ray_job import BatchOptions, run
 from enlighten_ray.infer.settings import EnhanceSettings
+from enlighten_ray.io.encode import EncoderOptions
 from enlighten_ray.io.video import scan_packets
 from enlighten_ray.models.generator import EnlightenGenerator
 from enlighten_ray.models.weights import save_generator
@@ -50,6 +52,11 @@ def mixed_folder(root: Path) -> dict[str, tuple[tuple[int, int], str]]:
     (root / "corrupt.jpg").write_bytes((root / "img_000.jpg").read_bytes()[:300])  # truncated JPEG
     (root / "empty.png").write_bytes(b"")
     return good
+
+
+def video_bytes(path: Path) -> int:
+    with av.open(str(path)) as c:
+        return sum(p.size for p in c.demux(c.streams.video[0]))
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -156,6 +163,14 @@ def test_video_split_into_segments_keeps_frames_pts_and_audio(
     (entry,) = read_jsonl(out / "_manifest.jsonl")
     assert entry["frames"] == 75 and entry["kind"] == "video"
     assert not (out / "_parts").exists()  # joined parts are cleaned up
+
+    # Another crf is another output: redone, and at crf 28 smaller than at the default 18.
+    size_18 = video_bytes(out / "drive.mp4")
+    opts = BatchOptions(input=str(src), output=str(out), weights=str(weights), segment_seconds=1.0)
+    smaller = run(dataclasses.replace(opts, encoder=EncoderOptions(crf=28, preset="veryfast")))
+    assert (smaller.done, smaller.skipped) == (1, 0)
+    assert video_bytes(out / "drive.mp4") < 0.8 * size_18  # the audio is copied either way
+    assert assert_faithful(clip, out / "drive.mp4")["count"] == 75
 
 
 def test_frames_out_writes_parquet_rows_with_index_and_pts(ray_cluster: object, weights: Path, tmp_path: Path) -> None:

@@ -8,7 +8,13 @@ import os
 import sys
 
 from enlighten_ray.errors import BadInputError
-from enlighten_ray.infer.settings import FRAME_FORMATS, add_enhance_arguments, settings_from_args
+from enlighten_ray.infer.settings import (
+    FRAME_FORMATS,
+    add_encoder_arguments,
+    add_enhance_arguments,
+    encoder_from_args,
+    settings_from_args,
+)
 
 DESCRIPTION = """\
 Enhance every image and video under INPUT (a folder, a file, or an s3:// gs:// ... URI) into OUTPUT
@@ -42,6 +48,7 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", metavar="EXT", help="write images as EXT (png, jpg, ...) instead of the input's format")
     p.add_argument("--frames-out", metavar="DIR_OR_URI", help="write videos as enhanced frames here, not as videos")
     p.add_argument("--frames-format", default="png", choices=FRAME_FORMATS, help="frame files, or Parquet rows")
+    add_encoder_arguments(p)
     p.add_argument("--segment-seconds", type=float, default=10.0, help="videos are cut at keyframes about this often")
     p.add_argument("--num-gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else CPU actors")
     p.add_argument("--concurrency", type=int, help="model actors (default: one per GPU, or half the CPUs)")
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         frames_format=args.frames_format,
         segment_seconds=args.segment_seconds,
         settings=settings_from_args(args),
+        encoder=encoder_from_args(args),
         num_gpus_per_actor=args.num_gpus_per_actor,
         concurrency=args.concurrency,
     )

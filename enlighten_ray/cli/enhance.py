@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from enlighten_ray.infer.settings import add_enhance_arguments, settings_from_args
+from enlighten_ray.infer.settings import (
+    add_encoder_arguments,
+    add_enhance_arguments,
+    encoder_from_args,
+    settings_from_args,
+)
 
 DESCRIPTION = """\
 Enhance a low-light video, image, or folder of both (recursed; the layout is mirrored under OUTPUT).
@@ -32,10 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("output", metavar="OUTPUT", help="output file (container/format from its extension) or folder")
     add_enhance_arguments(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--codec", default="libx264", help="video encoder")
-    p.add_argument("--crf", type=int, default=18, metavar="Q", help="encoder constant-quality factor (lower = better)")
-    p.add_argument("--preset", help="encoder preset, e.g. veryfast, medium, slow (default: the encoder's)")
-    p.add_argument("--pix-fmt", help="output pixel format (default: yuv420p; yuv444p for odd frame sizes)")
+    add_encoder_arguments(p)
     p.add_argument("--side-by-side", action="store_true", help="write input | enhanced side by side (videos)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
     p.set_defaults(func=run)
@@ -53,10 +55,9 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 def run(args: argparse.Namespace) -> int:
     from enlighten_ray.infer.enhancer import Enhancer
     from enlighten_ray.infer.local import enhance_path
-    from enlighten_ray.io.encode import EncoderOptions
 
     enhancer = Enhancer.from_weights(args.weights, settings_from_args(args), device=args.device)
-    encoder = EncoderOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
+    encoder = encoder_from_args(args)
     summary = enhance_path(
         args.input, args.output, enhancer, encoder, overwrite=args.overwrite, side_by_side=args.side_by_side
     )

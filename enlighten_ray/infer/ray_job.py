@@ -24,7 +24,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -44,6 +44,7 @@ from enlighten_ray.infer.stages import (
     result,
     write_images,
 )
+from enlighten_ray.io.encode import EncoderOptions
 from enlighten_ray.io.images import IMAGE_EXTENSIONS
 from enlighten_ray.io.storage import Location
 from enlighten_ray.models.weights import load_generator
@@ -66,6 +67,7 @@ class BatchOptions:
     frames_format: str = "png"  # png, jpg, webp or parquet
     segment_seconds: float = 10.0
     settings: EnhanceSettings = field(default_factory=EnhanceSettings)
+    encoder: EncoderOptions = field(default_factory=EncoderOptions)  # video outputs' segments
     num_gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else CPU actors
     concurrency: int | None = None  # actors; None: one per GPU, or half the cluster's CPUs
 
@@ -138,7 +140,8 @@ def run(opts: BatchOptions) -> BatchSummary:
     if any(x.root == source.root and x.fs.type_name == source.fs.type_name for x in [output, frames] if x):
         raise BadInputError(opts.output, "is the input: outputs would replace the inputs")
     model, info = load_generator(opts.weights)
-    ledger = Ledger(output, output_id(info["id"], opts.settings.pixel_settings()))
+    # Outputs made with other pixel or encoder settings are not "already complete".
+    ledger = Ledger(output, output_id(info["id"], {**opts.settings.pixel_settings(), "encoder": asdict(opts.encoder)}))
     ctx = ray.data.DataContext.get_current()
     saved = ctx.max_errored_blocks
     # A block whose task fails for good is dropped instead of failing the job; the driver reports
@@ -253,6 +256,7 @@ def _run_videos(
             **actor,
             "frames_format": opts.frames_format if frames is not None else None,
             "settings": opts.settings,
+            "encoder": opts.encoder,
         },
         batch_size=1,
         **actor_args,

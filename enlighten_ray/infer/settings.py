@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from enlighten_ray.errors import BadInputError
+from enlighten_ray.io.encode import EncoderOptions
 from enlighten_ray.io.filters import DENOISE
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -111,6 +112,19 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
         help="videos: deblock and denoise decoded frames before the model (light: deblock + chroma noise "
         f"reduction; strong: deblock + non-local means; default: {default.denoise})",
     )
+
+
+def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
+    """The video encoder's options (`io.encode.EncoderOptions`), for `enhance` and `batch` alike."""
+    default = EncoderOptions()
+    p.add_argument("--codec", default=default.codec, help="video encoder")
+    p.add_argument("--crf", type=int, default=default.crf, metavar="Q", help="constant-quality factor (lower = better)")
+    p.add_argument("--preset", help="encoder preset, e.g. veryfast, medium, slow (default: the encoder's)")
+    p.add_argument("--pix-fmt", help="output pixel format (default: yuv420p; yuv444p for odd frame sizes)")
+
+
+def encoder_from_args(args: argparse.Namespace) -> EncoderOptions:
+    return EncoderOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
 
 
 def settings_from_args(args: argparse.Namespace) -> EnhanceSettings:

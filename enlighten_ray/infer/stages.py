@@ -175,9 +175,11 @@ class SegmentPredictor:
         device: str = "auto",
         threads: int | None = None,
         settings: EnhanceSettings | None = None,
+        encoder: EncoderOptions | None = None,
     ) -> None:
         self.enhancer = Enhancer(_get_model(model, threads), settings, device=device)
         self.source, self.output, self.frames_format = source, output, frames_format
+        self.encoder = encoder or EncoderOptions()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         results = []
@@ -208,7 +210,7 @@ class SegmentPredictor:
         shown = self.source.show(row["src"])
         with opened(self.source, row["src"]) as file, VideoReader(file, shown, self.enhancer.denoise) as reader:
             if self.frames_format is None:
-                with stored(self.output, row["part"]) as tmp, VideoWriter(tmp, reader.info, EncoderOptions()) as writer:
+                with stored(self.output, row["part"]) as tmp, VideoWriter(tmp, reader.info, self.encoder) as writer:
                     count = 0
                     for out, pts in self._enhanced(reader, start, end):
                         for rgb, p in zip(out, pts):
