@@ -187,3 +187,29 @@ def test_console_script_smoke(tmp_path: Path, weights: Path) -> None:
     assert done.returncode == 0, done.stderr
     with Image.open(tmp_path / "b.jpg") as b:
         assert b.size == (24, 16)
+
+
+def test_progress_in_logs_is_lines_with_rate_and_eta(capsys: pytest.CaptureFixture) -> None:
+    from enlighten_ray.infer.progress import LineProgress, progress_bar
+
+    with LineProgress(10, "frame", "night.mp4", every=0.0) as bar:
+        bar.update(3)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("night.mp4: 3/10 frames") and "ETA" in lines[0]
+    assert lines[-1].endswith("(done)")
+    assert isinstance(progress_bar(5, "frame", "x"), LineProgress)  # pytest's stderr is not a terminal
+    quiet = progress_bar(5, "frame", "x", progress=False)
+    quiet.update(5)
+    quiet.close()
+    assert capsys.readouterr().err == ""
+
+
+def test_unattended_video_enhance_reports_progress_and_quiet_does_not(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = make_video(tmp_path / "in.mp4", [0, 40, 80, 120])
+    assert main(["enhance", str(src), str(tmp_path / "out.mp4"), "--weights", str(weights), "--device", "cpu"]) == 0
+    assert "in.mp4: 4/4 frames" in capsys.readouterr().err
+    args = ["enhance", str(src), str(tmp_path / "q.mp4"), "--weights", str(weights), "--device", "cpu", "-q"]
+    assert main(args) == 0
+    assert "frames" not in capsys.readouterr().err

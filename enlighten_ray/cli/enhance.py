@@ -40,6 +40,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_encoder_arguments(p)
     p.add_argument("--side-by-side", action="store_true", help="write input | enhanced side by side (videos)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs instead of skipping them")
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress (default: a bar on a terminal, a line every 10 s in logs)",
+    )
     p.set_defaults(func=run)
 
 
@@ -59,7 +65,13 @@ def run(args: argparse.Namespace) -> int:
     enhancer = Enhancer.from_weights(args.weights, settings_from_args(args), device=args.device)
     encoder = encoder_from_args(args)
     summary = enhance_path(
-        args.input, args.output, enhancer, encoder, overwrite=args.overwrite, side_by_side=args.side_by_side
+        args.input,
+        args.output,
+        enhancer,
+        encoder,
+        overwrite=args.overwrite,
+        side_by_side=args.side_by_side,
+        progress=False if args.quiet else None,
     )
     print(
         f"enhanced {len(summary.done)}, skipped {len(summary.skipped)} existing, failed {len(summary.failed)}",

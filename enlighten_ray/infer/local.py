@@ -23,6 +23,7 @@ from tqdm import tqdm
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.infer.plan import output_name
+from enlighten_ray.infer.progress import progress_bar
 from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter
 from enlighten_ray.io.images import IMAGE_EXTENSIONS, media_kind, read_image, write_image
@@ -103,7 +104,7 @@ def enhance_video(
         with (
             atomic_output(dst) as tmp,
             VideoWriter(tmp, info, encoder or EncoderOptions(), size=size, copy_from=src) as writer,
-            tqdm(total=total, unit="frame", desc=src.name, disable=_no_bar(progress)) as bar,
+            progress_bar(total, "frame", src.name, progress) as bar,
         ):
             count = _run_pipeline(reader, writer, enhancer, side_by_side, bar)
             writer.end_pts = reader.end_pts
@@ -112,11 +113,7 @@ def enhance_video(
     return count
 
 
-def _no_bar(progress: bool | None) -> bool | None:
-    return None if progress is None else not progress  # None: tqdm shows a bar on terminals only
-
-
-def _run_pipeline(reader: VideoReader, writer: VideoWriter, enhancer: Enhancer, side_by_side: bool, bar: tqdm) -> int:
+def _run_pipeline(reader: VideoReader, writer: VideoWriter, enhancer: Enhancer, side_by_side: bool, bar: Any) -> int:
     p = _Pipeline()
     decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
     enhanced: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
@@ -240,7 +237,7 @@ def enhance_path(
     single = Path(src).is_file()
     summary = Summary()
     images = sum(j.kind == "image" for j in jobs)
-    with tqdm(total=images, unit="img", desc="images", disable=_no_bar(progress) or images < 2) as bar:
+    with progress_bar(images, "image", "images", progress if images > 1 else False) as bar:
         for job in jobs:
             if job.dst.exists() and not overwrite:
                 summary.skipped.append(job.dst)
@@ -271,4 +268,4 @@ def _describe(exc: BaseException) -> str:
 
 
 def _say(line: str) -> None:
-    tqdm.write(line, file=sys.stderr)
+    tqdm.write(line, file=sys.stderr)  # above a running bar, not through it
