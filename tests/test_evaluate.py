@@ -317,3 +317,20 @@ def test_eval_video_reports_flicker_blocks_and_stability(tmp_path, capsys):
     assert report["frame_diff_ratio"] == pytest.approx(1.0)
     assert main(["eval", "video", str(flicker), str(blocky)]) == 2  # different frame sizes: one line
     assert "blocky.mp4" in capsys.readouterr().err
+
+
+def test_subcommands_take_relative_folders_and_dot(tmp_path, monkeypatch, capsys, tiny_weights):
+    for i in range(2):
+        save(photo((96, 112), seed=i), tmp_path / "night" / f"{i}.jpg")
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval", "niqe", "night", "--json", "s.json"]) == 0
+    assert set(json.loads(Path("s.json").read_text())[0]["images"]) == {"0.jpg", "1.jpg"}
+    assert main(["enhance", "night", "bright", "--weights", str(tiny_weights), "--device", "cpu", "-q"]) == 0
+    assert sorted(p.name for p in Path("bright").iterdir()) == ["0.jpg", "1.jpg"]
+    assert main(["eval", "pairs", "bright", "night"]) == 0
+    assert main(["eval", "sheet", "night", "bright", "-o", "sheet.png"]) == 0
+    monkeypatch.chdir(tmp_path / "night")
+    assert main(["eval", "niqe", "."]) == 0
+    assert main(["enhance", ".", "../bright2", "--weights", str(tiny_weights), "--device", "cpu", "-q"]) == 0
+    assert len(list((tmp_path / "bright2").iterdir())) == 2
+    assert "Traceback" not in capsys.readouterr().err

@@ -29,7 +29,7 @@ from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.infer.local import enhance_path
 from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.io.images import ImageMeta, read_image, write_image
-from enlighten_ray.io.storage import Location
+from enlighten_ray.io.storage import Location, relative_path
 
 __all__ = [
     "SETS",
@@ -68,7 +68,7 @@ def list_images(root: Path) -> list[Path]:
 def image_key(path: Path, root: Path) -> str:
     """Name used to match files across folders: relative path without extension, since an
     enhanced copy may change the format (a.jpg -> a.png)."""
-    rel = path.relative_to(root) if path != root else Path(path.name)
+    rel = relative_path(path, root) if path != root else Path(path.name)
     return rel.with_suffix("").as_posix()
 
 
@@ -103,7 +103,7 @@ def niqe_report(paths: Sequence[str | os.PathLike]) -> list[dict[str, Any]]:
         files = list_images(p)
         base = p if p.is_dir() else p.parent
         errors: dict[str, str] = {}
-        scores = _scores({f.relative_to(base).as_posix(): f for f in files}, errors, desc=p.name)
+        scores = _scores({relative_path(f, base).as_posix(): f for f in files}, errors, desc=p.name or str(p))
         report.append({"path": str(p), "images": scores, "mean": _mean(scores.values()), "errors": errors})
     return report
 

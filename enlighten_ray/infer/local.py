@@ -27,7 +27,7 @@ from enlighten_ray.infer.progress import progress_bar
 from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter
 from enlighten_ray.io.images import IMAGE_EXTENSIONS, media_kind, read_image, write_image
-from enlighten_ray.io.storage import Location
+from enlighten_ray.io.storage import Location, relative_path
 from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader
 
 __all__ = ["Job", "Summary", "enhance_image", "enhance_path", "enhance_video", "plan_jobs"]
@@ -216,7 +216,7 @@ def _plan_folder(src: Path, dst: Path) -> list[Job]:
     root = src.resolve()
     jobs = []
     for path, kind, _ in Location(str(root)).media(exclude=(str(dst.resolve()),)):
-        rel = Path(path).relative_to(root)
+        rel = relative_path(path, root)
         jobs.append(Job(src / rel, dst / output_name(rel.as_posix(), kind), kind))
     return sorted(jobs, key=lambda j: j.src)
 

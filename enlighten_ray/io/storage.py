@@ -7,6 +7,7 @@ Credentials and endpoints come from the environment, as pyarrow and the cloud SD
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -21,7 +22,13 @@ from enlighten_ray.errors import BadInputError
 from enlighten_ray.io.atomic import atomic_output, is_partial
 from enlighten_ray.io.images import ImageMeta, media_kind, write_image
 
-__all__ = ["Location", "MediaFile", "fetched", "opened", "put_image", "stored"]
+__all__ = ["Location", "MediaFile", "fetched", "opened", "put_image", "relative_path", "stored"]
+
+
+def relative_path(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """`path` below the local folder `root`, whichever of the two is relative, absolute or `.`
+    (listings return resolved paths: `Location` resolves its root)."""
+    return Path(path).resolve().relative_to(Path(root).resolve())
 
 
 class MediaFile(NamedTuple):
