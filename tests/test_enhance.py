@@ -213,3 +213,22 @@ def test_unattended_video_enhance_reports_progress_and_quiet_does_not(
     args = ["enhance", str(src), str(tmp_path / "q.mp4"), "--weights", str(weights), "--device", "cpu", "-q"]
     assert main(args) == 0
     assert "frames" not in capsys.readouterr().err
+
+
+def test_version_and_help_without_torch() -> None:
+    code = (
+        "import sys, contextlib, io\n"
+        "from enlighten_ray.cli import main\n"
+        "for argv in (['--version'], ['--help'], ['eval', '--help'], ['enhance', '--help'], ['batch', '--help']):\n"
+        "    with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "        main(argv)\n"
+        "    assert out.getvalue(), argv\n"
+        "print(out.getvalue() and sorted(m for m in ('torch', 'ray') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"  # neither torch nor ray imported
+    version = subprocess.run([sys.executable, "-m", "enlighten_ray", "--version"], capture_output=True, text=True)
+    from enlighten_ray import __version__
+
+    assert version.stdout.strip() == f"enlighten-ray {__version__}"

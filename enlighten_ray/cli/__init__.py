@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from enlighten_ray import __version__
 from enlighten_ray.cli import batch, enhance, eval, export, info, train
 from enlighten_ray.errors import BadInputError
 
@@ -17,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="enlighten-ray",
         description="EnlightenGAN low-light enhancement: train on Ray, enhance videos and images.",
     )
+    parser.add_argument("--version", action="version", version=f"enlighten-ray {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in SUBCOMMANDS:
         module.add_parser(subparsers)

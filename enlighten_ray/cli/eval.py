@@ -17,8 +17,6 @@ import argparse
 import sys
 
 from enlighten_ray.errors import BadInputError
-from enlighten_ray.eval import sheet
-from enlighten_ray.eval import table as evaluate
 
 
 def _name_dir(text: str) -> tuple[str, str]:
@@ -105,6 +103,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit code 0, or 1 when some image could not be scored (each is reported; the rest is done)."""
+    from enlighten_ray.eval import sheet  # torch: at run time, so --help stays fast
+    from enlighten_ray.eval import table as evaluate
+
     if args.eval_command == "niqe":
         report = evaluate.niqe_report(args.paths)
         print(evaluate.format_niqe(report))
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
 def _video(args: argparse.Namespace) -> int:
     import json
 
+    from enlighten_ray.eval import table as evaluate
     from enlighten_ray.eval.video import compare_videos
 
     report = compare_videos(args.input, args.output, args.frames)
@@ -153,6 +155,7 @@ def _curve(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from enlighten_ray.eval import curve
+    from enlighten_ray.eval import table as evaluate
 
     known = {}
     if args.json and Path(args.json).is_file():
