@@ -191,16 +191,16 @@ def test_dry_run_prints_config_and_data(tmp_path: Path, capsys) -> None:
 
 
 def test_read_ahead_keeps_order_and_raises_the_readers_error() -> None:
-    from enlighten_ray.train.loop import _read_ahead
+    from enlighten_ray.train.shards import read_ahead
 
     batches = [{"x": torch.full((2,), float(i))} for i in range(5)]
-    assert [int(b["x"][0]) for b in _read_ahead(iter(batches))] == [0, 1, 2, 3, 4]
+    assert [int(b["x"][0]) for b in read_ahead(iter(batches))] == [0, 1, 2, 3, 4]
 
     def broken():
         yield batches[0]
         raise OSError("shard lost")
 
-    got = _read_ahead(broken())
+    got = read_ahead(broken())
     assert int(next(got)["x"][0]) == 0
     with pytest.raises(OSError, match="shard lost"):
         next(got)

@@ -68,6 +68,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--out", metavar="DIR", help="keep the enhanced images in DIR/<row>/<set>/ (default: temporary)")
     q.add_argument("--json", metavar="FILE", help="also write the table and per-image scores as JSON")
 
+    _add_review_parsers(sub)
+    p.set_defaults(func=run)
+
+
+def _add_review_parsers(sub: argparse._SubParsersAction) -> None:
+    """curve, sheet and video: the subcommands that review a run or an output."""
     q = sub.add_parser("curve", help="a run's learning curve: held-out NIQE, brightness and losses per checkpoint")
     q.add_argument("run", metavar="RUN_DIR", help="training run directory (holding checkpoint_*)")
     q.add_argument("--images", required=True, metavar="DIR", help="the low images folder (data.low)")
@@ -98,7 +104,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("output", metavar="OUTPUT", help="its enhanced copy (same frames)")
     q.add_argument("--frames", type=int, metavar="N", help="compare the first N frames only (default: all)")
     q.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,37 +9,16 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
 from enlighten_ray.errors import reason
 from enlighten_ray.infer.ledger import Ledger
+from enlighten_ray.infer.rows import OPEN, PARTS, SEGMENT, BatchOptions, segment_row
 from enlighten_ray.io.atomic import is_partial
 from enlighten_ray.io.images import media_kind
 from enlighten_ray.io.storage import Location, opened
 from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader, scan_packets
-
-if TYPE_CHECKING:
-    from enlighten_ray.infer.ray_job import BatchOptions
-
-PARTS = "_parts"  # OUTPUT/_parts/<weights id>/<output rel path>/<segment>.<ext>: finished video parts
-OPEN = -(2**62)  # "no bound" for a segment's start/end pts (Arrow int64 columns have no None here)
-
-SEGMENT = pa.schema(
-    [
-        ("src", pa.string()),
-        ("dst", pa.string()),
-        ("part", pa.string()),  # the part file, or the frames folder with --frames-out
-        ("index", pa.int32()),
-        ("count", pa.int32()),
-        ("start", pa.int64()),
-        ("end", pa.int64()),
-        ("first_frame", pa.int64()),  # index of the segment's first frame in the video
-        ("error", pa.string()),  # a video that cannot be planned travels as one error row
-        ("stage", pa.string()),
-    ]
-)
 
 
 @dataclass
@@ -151,19 +130,7 @@ def plan_segments(batch: pa.Table, source: Location, output: Location, frames_mo
             segments.extend(_segments_of(row, source, output, frames_mode, seconds))
         except Exception as exc:  # noqa: BLE001 - any failure becomes a failure record, not a failed job
             error = f"{source.show(row['src'])}: {reason(exc)}"
-            segments.append(
-                {
-                    **row,
-                    "part": "",
-                    "index": 0,
-                    "count": 1,
-                    "start": OPEN,
-                    "end": OPEN,
-                    "first_frame": 0,
-                    "error": error,
-                    "stage": "plan",
-                }
-            )
+            segments.append(segment_row(row, "", 0, 1, OPEN, OPEN, 0, error=error, stage="plan"))
     return pa.Table.from_pylist(segments, schema=SEGMENT)
 
 
@@ -184,19 +151,7 @@ def _segments_of(row: dict, source: Location, output: Location, frames_mode: boo
         name = f"{i:05d}_{_bound(start)}_{_bound(end)}"
         part = row["dst"] if frames_mode else f"{row['parts']}/{name}{suffix}"
         first = bisect.bisect_left(all_pts, start) if start != OPEN else 0
-        rows.append(
-            {
-                **row,
-                "part": part,
-                "index": i,
-                "count": count,
-                "start": start,
-                "end": end,
-                "first_frame": first,
-                "error": "",
-                "stage": "",
-            }
-        )
+        rows.append(segment_row(row, part, i, count, start, end, first))
     return rows
 
 

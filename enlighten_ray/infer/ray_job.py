@@ -33,8 +33,9 @@ import ray.data
 
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.ledger import Ledger
-from enlighten_ray.infer.plan import PARTS, output_id, plan_outputs, plan_segments
-from enlighten_ray.infer.settings import FRAME_FORMATS, EnhanceSettings
+from enlighten_ray.infer.plan import output_id, plan_outputs, plan_segments
+from enlighten_ray.infer.rows import PARTS, BatchOptions
+from enlighten_ray.infer.settings import FRAME_FORMATS
 from enlighten_ray.infer.stages import (
     FRAME_SCHEMA,
     ImagePredictor,
@@ -44,7 +45,6 @@ from enlighten_ray.infer.stages import (
     result,
     write_images,
 )
-from enlighten_ray.io.encode import EncoderOptions
 from enlighten_ray.io.images import IMAGE_EXTENSIONS
 from enlighten_ray.io.storage import Location
 from enlighten_ray.models.weights import load_generator
@@ -53,23 +53,6 @@ __all__ = ["BatchOptions", "BatchSummary", "FRAME_FORMATS", "FRAME_SCHEMA", "run
 
 # Images per Ray Data block: the unit one decode task, one actor call and one write task handle.
 IMAGES_PER_BLOCK = 16
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """What `enlighten-ray batch` and `jobs/enhance.py` take."""
-
-    input: str
-    output: str
-    weights: str | None  # None: the shipped model
-    format: str | None = None  # image output extension (png, jpg, ...); None = the input's
-    frames_out: str | None = None  # videos become enhanced frames under this folder/URI
-    frames_format: str = "png"  # png, jpg, webp or parquet
-    segment_seconds: float = 10.0
-    settings: EnhanceSettings = field(default_factory=EnhanceSettings)
-    encoder: EncoderOptions = field(default_factory=EncoderOptions)  # video outputs' segments
-    num_gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else CPU actors
-    concurrency: int | None = None  # actors; None: one per GPU, or half the cluster's CPUs
 
 
 @dataclass

@@ -16,7 +16,7 @@ from torch import nn
 
 from enlighten_ray.errors import reason
 from enlighten_ray.infer.enhancer import Enhancer
-from enlighten_ray.infer.plan import OPEN
+from enlighten_ray.infer.rows import OPEN
 from enlighten_ray.infer.settings import EnhanceSettings
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter, remux
 from enlighten_ray.io.images import ImageMeta, decode_image, encode_png

@@ -24,11 +24,9 @@ import hashlib
 import importlib.util
 import json
 import logging
-import queue
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,7 @@ from enlighten_ray.models.weights import save_generator
 from enlighten_ray.train.ema import build_ema
 from enlighten_ray.train.log import StepLog
 from enlighten_ray.train.losses import EnlightenGANLoss
+from enlighten_ray.train.shards import worker_batches
 from enlighten_ray.train.step import (
     Nets,
     Optimizers,
@@ -71,9 +70,6 @@ CONFIG_FILE = "config.yaml"
 SAMPLES_FILE = "samples.png"
 RAW_GENERATOR_FILE = "generator_raw.pt"  # G beside its moving average
 METRICS_FILE = "metrics.json"  # the epoch's mean losses, learning rate and images/s
-READ_AHEAD_BYTES = 1 << 30  # per domain and worker: a whole CPU epoch fits, a GPU epoch streams
-READ_AHEAD_MAX_BATCHES = 1024  # Semaphore.release(n) loops n times: tiny batches must not make it 10^8
-SHUFFLE_BUFFER = 64  # augmented crops mixed on each worker, across the blocks Ray Data sends in random order
 
 
 # -------------------------------------------------------------------------------------- on workers
@@ -126,59 +122,6 @@ def _mean_over_ranks(sums: dict[str, torch.Tensor]) -> dict[str, float]:
     if _distributed():
         dist.all_reduce(total)
     return dict(zip(keys, (total[:, 0] / total[:, 1]).tolist()))
-
-
-def _read_ahead(batches: Iterator[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
-    """Pull a shard's batches in a thread, up to READ_AHEAD_BYTES ahead of the trainer, starting
-    now (so both domains' epochs execute at once, not one after the other). While its consumer is
-    slower than its tasks, Ray Data's scheduling loop spins on a CPU core (measured: a core of a
-    2-core machine for a whole epoch); reading ahead lets the epoch's execution finish and stop
-    early."""
-    ahead: queue.Queue = queue.Queue()
-    room = threading.Semaphore(0)  # free places, set from the first batch's size
-    done = object()
-
-    def pull() -> None:
-        try:
-            for i, batch in enumerate(batches):
-                if i == 0:
-                    size = sum(t.numel() * t.element_size() for t in batch.values())
-                    room.release(min(READ_AHEAD_MAX_BATCHES, max(2, READ_AHEAD_BYTES // max(size, 1))))
-                room.acquire()
-                ahead.put(batch)
-            ahead.put(done)
-        except BaseException as exc:  # noqa: BLE001 - handed to the trainer's thread
-            ahead.put(exc)
-
-    def take() -> Iterator[dict[str, torch.Tensor]]:
-        while (item := ahead.get()) is not done:
-            if isinstance(item, BaseException):
-                raise item
-            room.release()
-            yield item
-
-    threading.Thread(target=pull, daemon=True, name="enlighten-ray-read-ahead").start()
-    return take()
-
-
-def _batches(per_worker: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Zip this worker's shards of the two (unpaired, equally long) domains into training batches.
-    Both iterators are run to their end so each shard finishes its epoch cleanly."""
-
-    # iter(): each iter() of an iter_torch_batches result starts a new epoch, so the drain below
-    # must continue these very iterators, not restart the shards.
-    def shard(name: str) -> Iterator[dict[str, torch.Tensor]]:
-        batches = ray.train.get_dataset_shard(name).iter_torch_batches(
-            batch_size=per_worker, drop_last=True, local_shuffle_buffer_size=SHUFFLE_BUFFER
-        )
-        return _read_ahead(iter(batches))
-
-    low, normal = shard("low"), shard("normal")
-    for lb, nb in zip(low, normal):
-        yield {**lb, "normal": nb["normal"]}
-    for rest in (low, normal):  # an item that failed to decode can leave one domain a batch longer
-        for _ in rest:
-            pass
 
 
 def _save_samples(bare: nn.Module, val: np.ndarray, path: Path, device: torch.device) -> None:
@@ -323,7 +266,7 @@ def train_func(config: dict[str, Any]) -> dict[str, Any]:
     for epoch in range(start, settings.epochs):
         sums: dict[str, torch.Tensor] = {}
         count, started = 0, time.perf_counter()
-        for batch in _batches(batch_size // world):
+        for batch in worker_batches(batch_size // world):
             batch = {k: v.contiguous(memory_format=torch.channels_last) for k, v in batch.items()}
             metrics = _step(trainee, batch, precision, patches, settings, step * batch_size)
             step, count = step + 1, count + 1

@@ -1,0 +1,75 @@
+"""The batch job's shared types, a leaf that `plan`, `stages` and `ray_job` import (never the
+reverse): its options, the segment rows' schema and their one builder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from enlighten_ray.infer.settings import EnhanceSettings
+from enlighten_ray.io.encode import EncoderOptions
+
+__all__ = ["OPEN", "PARTS", "SEGMENT", "BatchOptions", "segment_row"]
+
+PARTS = "_parts"  # OUTPUT/_parts/<weights id>/<output rel path>/<segment>.<ext>: finished video parts
+OPEN = -(2**62)  # "no bound" for a segment's start/end pts (Arrow int64 columns have no None here)
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What `enlighten-ray batch` and `jobs/enhance.py` take."""
+
+    input: str
+    output: str
+    weights: str | None  # None: the shipped model
+    format: str | None = None  # image output extension (png, jpg, ...); None = the input's
+    frames_out: str | None = None  # videos become enhanced frames under this folder/URI
+    frames_format: str = "png"  # png, jpg, webp or parquet
+    segment_seconds: float = 10.0
+    settings: EnhanceSettings = field(default_factory=EnhanceSettings)
+    encoder: EncoderOptions = field(default_factory=EncoderOptions)  # video outputs' segments
+    num_gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else CPU actors
+    concurrency: int | None = None  # actors; None: one per GPU, or half the cluster's CPUs
+
+
+SEGMENT = pa.schema(
+    [
+        ("src", pa.string()),
+        ("dst", pa.string()),
+        ("part", pa.string()),  # the part file, or the frames folder with --frames-out
+        ("index", pa.int32()),
+        ("count", pa.int32()),
+        ("start", pa.int64()),
+        ("end", pa.int64()),
+        ("first_frame", pa.int64()),  # index of the segment's first frame in the video
+        ("error", pa.string()),  # a video that cannot be planned travels as one error row
+        ("stage", pa.string()),
+    ]
+)
+
+
+def segment_row(
+    video: dict,
+    part: str,
+    index: int,
+    count: int,
+    start: int,
+    end: int,
+    first_frame: int,
+    error: str = "",
+    stage: str = "",
+) -> dict:
+    """A SEGMENT row of `video` (a planned video row: src, dst, parts): `index` of `count`, pts
+    [start, end), or an error row (`error`, `stage`) for a video that cannot be planned."""
+    return {
+        **video,
+        "part": part,
+        "index": index,
+        "count": count,
+        "start": start,
+        "end": end,
+        "first_frame": first_frame,
+        "error": error,
+        "stage": stage,
+    }
