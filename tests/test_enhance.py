@@ -232,3 +232,30 @@ def test_version_and_help_without_torch() -> None:
     from enlighten_ray import __version__
 
     assert version.stdout.strip() == f"enlighten-ray {__version__}"
+
+
+def test_a_folder_without_supported_media_says_what_it_ignored(
+    tmp_path: Path, weights: Path, capsys: pytest.CaptureFixture
+) -> None:
+    src = tmp_path / "raw"
+    src.mkdir()
+    for name in ("a.heic", "b.dng", "notes.txt"):
+        (src / name).write_bytes(b"x")
+    assert main(["enhance", str(src), str(tmp_path / "out"), "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err
+    assert "ignored 3 files (a.heic, b.dng, notes.txt)" in err and ".jpg" in err
+    (tmp_path / "empty").mkdir()
+    assert main(["enhance", str(tmp_path / "empty"), str(tmp_path / "out"), "--weights", str(weights)]) == 2
+    assert "is empty" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_batch_checks_input_and_output_before_starting_ray(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "out"
+    assert main(["batch", str(tmp_path / "missing"), str(out)]) == 2
+    assert "missing: no such file or folder" in capsys.readouterr().err
+    assert not out.exists()  # no manifest files left behind
+    (tmp_path / "in").mkdir()
+    (tmp_path / "file.txt").write_text("")
+    assert main(["batch", str(tmp_path / "in"), str(tmp_path / "file.txt")]) == 2
+    assert "is a file" in capsys.readouterr().err

@@ -74,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
     )
     from enlighten_ray.cluster import init_ray
+    from enlighten_ray.infer.ray_job import check
+
+    check(options)  # before Ray starts: a typo costs no cluster start-up and leaves no files
 
     if args.num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
         init_ray(address="local", num_cpus=args.num_cpus)

@@ -218,6 +218,8 @@ def _plan_folder(src: Path, dst: Path) -> list[Job]:
     for path, kind, _ in Location(str(root)).media(exclude=(str(dst.resolve()),)):
         rel = relative_path(path, root)
         jobs.append(Job(src / rel, dst / output_name(rel.as_posix(), kind), kind))
+    if not jobs:
+        raise Location(str(root)).nothing_to_do()
     return sorted(jobs, key=lambda j: j.src)
 
 

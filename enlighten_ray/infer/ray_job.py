@@ -49,7 +49,7 @@ from enlighten_ray.io.images import IMAGE_EXTENSIONS
 from enlighten_ray.io.storage import Location
 from enlighten_ray.models.weights import load_generator
 
-__all__ = ["BatchOptions", "BatchSummary", "FRAME_FORMATS", "FRAME_SCHEMA", "run"]
+__all__ = ["BatchOptions", "BatchSummary", "FRAME_FORMATS", "FRAME_SCHEMA", "check", "run"]
 
 # Images per Ray Data block: the unit one decode task, one actor call and one write task handle.
 IMAGES_PER_BLOCK = 16
@@ -100,9 +100,15 @@ def _map_actors(ds: ray.data.Dataset, fn: type, **kwargs: Any) -> ray.data.Datas
     return ds.map_batches(fn, batch_format="pyarrow", **kwargs)
 
 
-def _check(opts: BatchOptions) -> None:
-    """Bad settings fail here, once, rather than in every actor."""
+def check(opts: BatchOptions) -> None:
+    """Bad settings and a missing INPUT fail here, once, before Ray starts, rather than in every actor."""
     opts.settings.validate()
+    source = Location(opts.input)
+    if not source.exists(source.root):
+        raise BadInputError(opts.input, "no such file or folder")
+    output = Location(opts.output)
+    if output.is_file(output.root):
+        raise BadInputError(opts.output, "is a file: OUTPUT is a folder (or bucket prefix) the outputs mirror INPUT in")
     if opts.format is not None and f".{opts.format.lower()}" not in IMAGE_EXTENSIONS:
         known = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise BadInputError("--format", f"'{opts.format}' is not an image format ({known})")
@@ -117,7 +123,7 @@ def _check(opts: BatchOptions) -> None:
 def run(opts: BatchOptions) -> BatchSummary:
     """Enhance every image and video under `opts.input` into `opts.output` on the connected Ray
     cluster (call `ray.init` first). Bad inputs are recorded, never fatal; see `BatchSummary`."""
-    _check(opts)
+    check(opts)
     source, output = Location(opts.input), Location(opts.output)
     frames = Location(opts.frames_out) if opts.frames_out else None
     if any(x.root == source.root and x.fs.type_name == source.fs.type_name for x in [output, frames] if x):
@@ -132,6 +138,8 @@ def run(opts: BatchOptions) -> BatchSummary:
     ctx.max_errored_blocks = -1
     try:
         plan = plan_outputs(opts, source, output, frames, ledger)
+        if not (plan.images or plan.videos or plan.skipped or plan.failed):
+            raise source.nothing_to_do()
         summary = BatchSummary(skipped=plan.skipped)
         for path, stage, error in plan.failed:
             ledger.failed(path, stage, error)

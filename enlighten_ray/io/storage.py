@@ -20,7 +20,10 @@ import pyarrow.fs as pafs
 
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.io.atomic import atomic_output, is_partial
-from enlighten_ray.io.images import ImageMeta, media_kind, write_image
+from enlighten_ray.io.images import IMAGE_EXTENSIONS, ImageMeta, media_kind, write_image
+from enlighten_ray.io.video import VIDEO_EXTENSIONS
+
+SUPPORTED = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
 __all__ = ["Location", "MediaFile", "fetched", "opened", "put_image", "relative_path", "stored"]
 
@@ -69,6 +72,9 @@ class Location:
     def exists(self, path: str) -> bool:
         return self.fs.get_file_info(path).type != pafs.FileType.NotFound
 
+    def is_file(self, path: str) -> bool:
+        return self.fs.get_file_info(path).type == pafs.FileType.File
+
     def contains(self, path: str) -> bool:
         return path == self.root or path.startswith(self.root.rstrip("/") + "/")
 
@@ -81,6 +87,22 @@ class Location:
         if not self.exists(self.root):
             return set()
         return {f.path for f in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))}
+
+    def nothing_to_do(self) -> BadInputError:
+        """The error for a folder without supported media: how many files it ignored, and why."""
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
+        except OSError:
+            infos = []
+        ignored = sorted(PurePosixPath(i.path).name for i in infos if i.type == pafs.FileType.File)
+        if not ignored:
+            return BadInputError(self.uri, "is empty: no images or videos to enhance")
+        shown = ", ".join(ignored[:3]) + (", ..." if len(ignored) > 3 else "")
+        return BadInputError(
+            self.uri,
+            f"no supported images or videos: ignored {len(ignored)} files ({shown}); supported: "
+            f"{', '.join(sorted(SUPPORTED))}",
+        )
 
     def media(self, exclude: tuple[str, ...] = ()) -> list[MediaFile]:
         """Sorted media files under the root, or the one file it names. Hidden files
