@@ -1,5 +1,6 @@
-"""Synthetic media for the enhance tests, written with PyAV and Pillow directly (not with the code
-under test), plus readers that describe a file the way the faithfulness checks compare them."""
+"""Synthetic media for the tests, written with PyAV and Pillow directly (not with the code under
+test), readers that describe a file the way the faithfulness checks compare them, and the
+repository's paths the tests use."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = str(REPO / "configs" / "smoke.yaml")
 
 
 def frame_rgb(i: int, size: tuple[int, int]) -> np.ndarray:
@@ -160,3 +164,23 @@ def trim_copy(src: Path, dst: Path, seconds: float) -> Path:
                 packet.stream = streams[packet.stream.index]
                 out.mux(packet)
     return dst
+
+
+def write_images(
+    folder: Path, count: int, size: tuple[int, int] = (48, 64), seed: int = 0, dark: bool = False
+) -> list[Path]:
+    """Small synthetic RGB JPEGs (smooth gradients plus noise, so they compress like photos)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    h, w = size
+    paths = []
+    for i in range(count):
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = np.stack([xx / w, yy / h, (xx + yy) / (h + w)], -1) * 200 + rng.normal(0, 10, (h, w, 3))
+        img = np.clip(base * (0.25 if dark else 1.0), 0, 255).astype(np.uint8)
+        path = folder / f"img_{i:03d}.jpg"
+        Image.fromarray(img).save(path, quality=90)
+        paths.append(path)
+    return paths

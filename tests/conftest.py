@@ -6,11 +6,7 @@ import os
 import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-SMOKE = str(REPO / "configs" / "smoke.yaml")
 
 
 def free_port() -> int:
@@ -74,23 +70,3 @@ def enlighten_data() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("ENLIGHTEN_DATA is not set")
     return Path(root)
-
-
-def write_images(
-    folder: Path, count: int, size: tuple[int, int] = (48, 64), seed: int = 0, dark: bool = False
-) -> list[Path]:
-    """Small synthetic RGB JPEGs (smooth gradients plus noise, so they compress like photos)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    h, w = size
-    paths = []
-    for i in range(count):
-        yy, xx = np.mgrid[0:h, 0:w]
-        base = np.stack([xx / w, yy / h, (xx + yy) / (h + w)], -1) * 200 + rng.normal(0, 10, (h, w, 3))
-        img = np.clip(base * (0.25 if dark else 1.0), 0, 255).astype(np.uint8)
-        path = folder / f"img_{i:03d}.jpg"
-        Image.fromarray(img).save(path, quality=90)
-        paths.append(path)
-    return paths

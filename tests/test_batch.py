@@ -19,8 +19,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from _media import assert_faithful, describe, frame_rgb, make_clip
-from conftest import REPO, write_images
+from _media import REPO, assert_faithful, describe, frame_rgb, make_clip, write_images
 from PIL import Image
 
 from enlighten_ray.infer.plan import cut_points

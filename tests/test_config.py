@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from _media import REPO
 
 from enlighten_ray.config import Config, from_dict, load_config
 from enlighten_ray.errors import BadInputError

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _media import make_clip, write_video
-from conftest import SMOKE, write_images
+from _media import SMOKE, make_clip, write_images, write_video
 from PIL import Image
 
 from enlighten_ray.config import load_config

@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _media import assert_faithful, make_clip
-from conftest import REPO, SMOKE, write_images
+from _media import REPO, SMOKE, assert_faithful, make_clip, write_images
 
 from enlighten_ray.config import load_config
 from enlighten_ray.io.storage import Location, opened

@@ -15,8 +15,7 @@ import pytest
 import ray
 import ray.cloudpickle
 import torch
-from _media import write_video
-from conftest import SMOKE, write_images
+from _media import SMOKE, write_images, write_video
 from PIL import Image
 
 from enlighten_ray.cli import main

@@ -309,7 +309,7 @@ def _step(
     else:
         anchor = cfg.warm.anchor(images_seen)
         metrics = train_step(
-            trainee.nets, trainee.optimizers, trainee.loss, batch, precision, generator=patches, anchor=anchor
+            trainee.nets, trainee.optimizers, trainee.loss, batch, precision, rng=patches, anchor=anchor
         )
     if trainee.ema is not None:
         trainee.ema.update_parameters(trainee.bare.generator)

@@ -62,11 +62,11 @@ def teacher_l1(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 
 
 def random_patch_offsets(
-    height: int, width: int, size: int, count: int, generator: torch.Generator | None = None
+    height: int, width: int, size: int, count: int, rng: torch.Generator | None = None
 ) -> list[tuple[int, int]]:
     """`count` random (top, left) corners of size x size patches inside a height x width image."""
-    top = torch.randint(0, max(1, height - size + 1), (count,), generator=generator)
-    left = torch.randint(0, max(1, width - size + 1), (count,), generator=generator)
+    top = torch.randint(0, max(1, height - size + 1), (count,), generator=rng)
+    left = torch.randint(0, max(1, width - size + 1), (count,), generator=rng)
     return list(zip(top.tolist(), left.tolist()))
 
 
@@ -102,7 +102,7 @@ class EnlightenGANLoss:
         low: torch.Tensor,
         low_input: torch.Tensor,
         normal: torch.Tensor,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
         teacher: torch.Tensor | None = None,
         anchor: float = 0.0,
     ) -> GeneratorPhase:
@@ -113,7 +113,7 @@ class EnlightenGANLoss:
         d_global, d_local = _unwrap(self.d_global), _unwrap(self.d_local)
         g_global = relativistic_g_loss(d_global(normal), d_global(fake))
 
-        offsets = random_patch_offsets(*fake.shape[-2:], cfg.patch_size, 1 + cfg.num_patches, generator)
+        offsets = random_patch_offsets(*fake.shape[-2:], cfg.patch_size, 1 + cfg.num_patches, rng)
         fake_patches = crop_patches(fake, offsets, cfg.patch_size)
         g_local = lsgan_g_loss(d_local(fake_patches))
         sfp = sfp_loss(self.vgg, fake, low) + sfp_loss(

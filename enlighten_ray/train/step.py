@@ -99,7 +99,7 @@ def train_step(
     loss: EnlightenGANLoss,
     batch: dict[str, torch.Tensor],
     autocast: contextlib.AbstractContextManager | None = None,
-    generator: torch.Generator | None = None,
+    rng: torch.Generator | None = None,
     anchor: float = 0.0,
 ) -> dict[str, torch.Tensor]:
     """One step in the release's order: G, then global D and local D on the same (detached) fake.
@@ -112,7 +112,7 @@ def train_step(
     _set_requires_grad([nets.d_global, nets.d_local], False)
     opts.generator.zero_grad(set_to_none=True)
     with autocast:
-        g = loss.generator_phase(low, low_input, normal, generator, batch.get("teacher"), anchor)
+        g = loss.generator_phase(low, low_input, normal, rng, batch.get("teacher"), anchor)
     g.loss.backward()
     opts.generator.step()
     _set_requires_grad([nets.d_global, nets.d_local], True)
