@@ -72,3 +72,20 @@ def test_missing_shipped_model_is_a_clear_error(monkeypatch, tmp_path: Path, cap
     assert main(["enhance", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert "gone.pt" in err and "--weights" in err and len(err.splitlines()) == 1
+
+
+def test_info_says_in_words_what_a_file_that_is_not_a_model_is(tmp_path: Path, capsys) -> None:
+    text = tmp_path / "notes.pt"
+    text.write_text("not weights")
+    assert main(["info", str(text)]) == 2
+    assert "notes.pt: not a PyTorch weights file" in capsys.readouterr().err
+    other = tmp_path / "tensors.pt"
+    torch.save({"weight": torch.zeros(2)}, other)
+    assert main(["info", str(other)]) == 2
+    assert "not a generator file" in capsys.readouterr().err
+
+
+def test_info_prints_the_cards_epoch_count_only(capsys) -> None:
+    assert main(["info"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith(("meta.epoch:", "card.epoch:")) for line in lines) == 1

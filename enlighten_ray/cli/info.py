@@ -39,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     for key, value in info["config"].items():
         print(f"model.{key}: {value}")
     for key, value in info["meta"].items():
-        print(f"meta.{key}: {value}")
+        if key not in info["card"]:  # the card counts the whole training (continued runs included)
+            print(f"meta.{key}: {value}")
     for key, value in info["card"].items():
         print(f"card.{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
     return 0

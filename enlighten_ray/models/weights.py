@@ -97,13 +97,25 @@ def _official_to_ours(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[
     return state, width
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """torch.save writes a zip (PyTorch >= 1.6) or, before, a pickle (protocol 2: 0x80 0x02)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise BadInputError(path, f"cannot read ({reason(exc)})") from exc
+    return head.startswith(b"PK\x03\x04") or head.startswith(b"\x80\x02")
+
+
 def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str, dict[str, Any]]:
     """(state_dict, model config, origin "ours"/"official", meta) of a weights file."""
     path = Path(path)
+    if not _looks_like_torch_file(path):
+        raise BadInputError(path, "not a PyTorch weights file (neither a torch.save zip nor a legacy pickle)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise BadInputError(path, f"cannot read weights ({reason(exc)})") from exc
+        raise BadInputError(path, f"cannot read as PyTorch weights ({reason(exc)})") from exc
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         return obj["state_dict"], dict(obj["config"]), "ours", dict(obj.get("meta", {}))
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
