@@ -19,6 +19,7 @@ from enlighten_ray.models.generator import LUMA
 __all__ = ["VideoReport", "blockiness", "compare_videos"]
 
 BLOCK = 16  # H.264's macroblock: the grid a codec's blocks show on
+NIQE_EVERY = 10  # NIQE on every 10th frame pair (~0.2 s per 640x360 frame)
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -53,6 +54,8 @@ class VideoReport:
     blockiness_out: float
     dark_cast_out: float  # max/min of the output's channel means where the input's luma < 8
     dark_share: float  # fraction of input pixels that count as near-black
+    niqe_in: float | None  # mean NIQE of every NIQE_EVERY-th frame (None: frames too small)
+    niqe_out: float | None
 
     def to_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -65,7 +68,21 @@ class VideoReport:
             f"frame difference      {self.frame_diff_ratio:.2f} x the input's, relative to brightness",
             f"16-px block grid      {self.blockiness_in:.2f} -> {self.blockiness_out:.2f} (1 = invisible)",
             f"near-black cast       {self.dark_cast_out:.2f} over {self.dark_share:.0%} of pixels (1 = grey)",
+            f"NIQE (every {NIQE_EVERY}th frame) {_show(self.niqe_in)} -> {_show(self.niqe_out)}",
         ]
+
+
+def _show(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _niqe(frames: list[np.ndarray]) -> float | None:
+    from enlighten_ray.eval.metrics import niqe
+
+    try:
+        return float(np.mean([niqe(f) for f in frames])) if frames else None
+    except ValueError:  # too small or flat for NIQE
+        return None
 
 
 def _pairs(
@@ -89,7 +106,11 @@ def compare_videos(src: str | os.PathLike, out: str | os.PathLike, limit: int | 
     blocks: list[tuple[float, float]] = []
     dark_sum, dark_count, pixels = np.zeros(3), 0, 0
     previous: tuple[np.ndarray, np.ndarray] | None = None
+    sampled: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
     for a, b in _pairs(src, out, limit):
+        if len(means) % NIQE_EVERY == 0:
+            sampled[0].append(a)
+            sampled[1].append(b)
         ya, yb = luma(a), luma(b)
         means.append((float(ya.mean()), float(yb.mean())))
         blocks.append((blockiness(ya), blockiness(yb)))
@@ -115,4 +136,6 @@ def compare_videos(src: str | os.PathLike, out: str | os.PathLike, limit: int | 
         blockiness_out=float(np.mean([y for _, y in blocks])),
         dark_cast_out=cast(dark_sum / dark_count) if dark_count else 1.0,
         dark_share=dark_count / pixels,
+        niqe_in=_niqe(sampled[0]),
+        niqe_out=_niqe(sampled[1]),
     )
