@@ -88,7 +88,7 @@ def main() -> None:
 
     if args.weights:
         model, info = load_generator(args.weights)
-        model_desc = {"weights": info["path"], "width": info["config"]["width"]}
+        model_desc = {"weights": info.path, "width": info.config["width"]}
     else:
         torch.manual_seed(0)
         model, model_desc = EnlightenGenerator(width=args.width), {"weights": None, "width": args.width}

@@ -128,7 +128,7 @@ def main() -> int:
         **({"continued_from": start} if start else {}),
         "ema_half_life_images": config["train"].get("ema_half_life_images", 0.0),  # generator.pt is the average
         "warm_start": config.get("warm", {}),
-        "vgg": info["meta"].get("vgg"),
+        "vgg": info.meta.get("vgg"),
         "config": config,
         "commit": commit,  # the code the run trained with (the run's worktree) and this file was written at
         "heldout": {"input": {k: rows[0][k] for k in ("niqe", "luma", "r", "g", "b")}, "chosen": chosen},
@@ -143,7 +143,7 @@ def main() -> int:
         pairs = json.loads(Path(args.pairs).read_text())
         card["lol15"] = {"psnr": pairs["mean_psnr"], "ssim": pairs["mean_ssim"], "pairs": len(pairs["pairs"])}
     out = Path(args.out)
-    save_generator(model, out, {**info["meta"], "checkpoint": chosen["checkpoint"]}, half=True)
+    save_generator(model, out, {**info.meta, "checkpoint": chosen["checkpoint"]}, half=True)
     out.with_suffix(".json").write_text(json.dumps(card, indent=1, default=str) + "\n")
     print(
         f"chose {chosen['checkpoint']} (epoch {chosen['epoch']}, held-out NIQE {chosen['niqe']:.3f}, "

@@ -32,8 +32,8 @@ def test_official_release_keys_load(tmp_path: Path) -> None:
     path = tmp_path / "200_net_G_A.pth"
     torch.save(state, path)
     model, info = load_generator(path)
-    assert info["origin"] == "official"
-    assert info["config"] == {"width": 4, "align_corners": True}
+    assert info.origin == "official"
+    assert info.config == {"width": 4, "align_corners": True}
     torch.testing.assert_close(model.conv1_1.weight, state["module.conv1_1.weight"])
     torch.testing.assert_close(model.bn9_1.running_var, state["module.bn9_1.running_var"])
     assert not model.training
@@ -59,7 +59,7 @@ def test_our_file_round_trips_with_settings(tmp_path: Path) -> None:
     path = save_generator(g, tmp_path / "g.pt", {"note": "test"})
     assert not list(tmp_path.glob(".*partial*"))  # the temporary file was renamed away
     model, info = load_generator(path)
-    assert info["origin"] == "ours" and info["meta"] == {"note": "test"}
+    assert info.origin == "ours" and info.meta == {"note": "test"}
     assert model.align_corners is False and model.width == 4
     x = torch.rand(1, 3, 20, 24) * 2 - 1
     with torch.no_grad():
@@ -69,7 +69,7 @@ def test_our_file_round_trips_with_settings(tmp_path: Path) -> None:
 def test_garbage_and_missing_weights_are_clear_errors(tmp_path: Path) -> None:
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(BadInputError, match="junk.pt: cannot read weights"):
+    with pytest.raises(BadInputError, match="junk.pt: not a PyTorch weights file"):
         load_generator(junk)
     with pytest.raises(BadInputError, match="no such weights file"):
         load_generator(tmp_path / "nope.pt")

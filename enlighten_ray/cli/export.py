@@ -27,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
     from enlighten_ray.models.weights import load_generator, save_generator
 
     model, info = load_generator(args.source)
-    if Path(args.output).resolve() == Path(info["path"]).resolve():
+    if Path(args.output).resolve() == Path(info.path).resolve():
         raise BadInputError(args.output, "refusing to overwrite the source weights")
-    meta = {**info["meta"], "exported_from": info["path"], "source_origin": info["origin"]}
+    meta = {**info.meta, "exported_from": info.path, "source_origin": info.origin}
     save_generator(model, args.output, meta, half=args.half)
-    print(f"wrote {args.output} ({info['params']:,} parameters, from {info['path']})")
+    print(f"wrote {args.output} ({info.params:,} parameters, from {info.path})")
     return 0

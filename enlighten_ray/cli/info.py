@@ -30,17 +30,17 @@ def run(args: argparse.Namespace) -> int:
 
     _, info = load_generator(args.weights)
     if args.json:
-        print(json.dumps(info, indent=2, default=str))
+        print(json.dumps(info.to_dict(), indent=2, default=str))
         return 0
-    print(f"file:       {info['path']}")
-    print(f"origin:     {info['origin']} ({'authors release' if info['origin'] == 'official' else 'enlighten-ray'})")
-    print(f"parameters: {info['params']:,}")
-    print(f"id:         {info['id']}")
-    for key, value in info["config"].items():
+    print(f"file:       {info.path}")
+    print(f"origin:     {info.origin} ({'authors release' if info.origin == 'official' else 'enlighten-ray'})")
+    print(f"parameters: {info.params:,}")
+    print(f"id:         {info.id}")
+    for key, value in info.config.items():
         print(f"model.{key}: {value}")
-    for key, value in info["meta"].items():
-        if key not in info["card"]:  # the card counts the whole training (continued runs included)
+    for key, value in info.meta.items():
+        if key not in info.card:  # the card counts the whole training (continued runs included)
             print(f"meta.{key}: {value}")
-    for key, value in info["card"].items():
+    for key, value in info.card.items():
         print(f"card.{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
     return 0

@@ -136,7 +136,7 @@ def _checkpoint_row(folder: Path, inputs: Sequence[np.ndarray]) -> dict[str, Any
     enhancer = Enhancer(model, device="cpu")
     metrics_file = folder / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    row = {"checkpoint": folder.name, "epoch": info["meta"].get("epoch"), "step": info["meta"].get("step")}
+    row = {"checkpoint": folder.name, "epoch": info.meta.get("epoch"), "step": info.meta.get("step")}
     row["images"] = _images_seen(folder, row)
     row |= {k: metrics[k] for k in (*LOSSES, "lr", "images_per_s") if k in metrics}
     return row | output_stats([enhancer(x) for x in inputs], inputs)

@@ -130,7 +130,7 @@ def run(opts: BatchOptions) -> BatchSummary:
         raise BadInputError(opts.output, "is the input: outputs would replace the inputs")
     model, info = load_generator(opts.weights)
     # Outputs made with other pixel or encoder settings are not "already complete".
-    ledger = Ledger(output, output_id(info["id"], {**opts.settings.pixel_settings(), "encoder": asdict(opts.encoder)}))
+    ledger = Ledger(output, output_id(info.id, {**opts.settings.pixel_settings(), "encoder": asdict(opts.encoder)}))
     ctx = ray.data.DataContext.get_current()
     saved = ctx.max_errored_blocks
     # A block whose task fails for good is dropped instead of failing the job; the driver reports

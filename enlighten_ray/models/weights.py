@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from enlighten_ray.models.generator import EnlightenGenerator
 __all__ = [
     "DEFAULT_WEIGHTS",
     "FORMAT",
+    "ModelInfo",
     "find_generator_file",
     "load_generator",
     "read_card",
@@ -124,11 +126,26 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
     raise BadInputError(path, "not an enlighten-ray generator file nor a released *_net_G_A.pth state dict")
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a generator file is, as torchvision's `Weights` carries its meta."""
+
+    path: str
+    origin: str  # "ours" (enlighten-ray's file) or "official" (the authors' *_net_G_A.pth)
+    config: dict[str, Any]  # the generator's arguments (width, align_corners)
+    params: int
+    id: str  # sha256 prefix of the file: names what was made with it
+    meta: dict[str, Any]  # what the training run recorded (epoch, step, vgg, ...)
+    card: dict[str, Any]  # the JSON card beside the file (the shipped model's), or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def load_generator(
     path: str | Path | None = None, map_location: str | torch.device = "cpu"
-) -> tuple[EnlightenGenerator, dict[str, Any]]:
-    """The generator in eval mode and an info dict (origin, config, params, id, meta, path, card);
-    `path` None is the shipped model."""
+) -> tuple[EnlightenGenerator, ModelInfo]:
+    """The generator in eval mode and what it is; `path` None is the shipped model."""
     file = find_generator_file(path)
     state, config, origin, meta = read_generator_file(file)
     model = EnlightenGenerator(**config)
@@ -142,15 +159,15 @@ def load_generator(
         model.load_state_dict(state)
     except RuntimeError as exc:  # same keys, other shapes
         raise BadInputError(file, f"weights do not fit the generator: {str(exc).splitlines()[-1].strip()}") from exc
-    info = {
-        "path": str(file),
-        "origin": origin,
-        "config": config,
-        "params": sum(p.numel() for p in model.parameters()),
-        "id": hashlib.sha256(file.read_bytes()).hexdigest()[:12],
-        "meta": meta,
-        "card": read_card(file),
-    }
+    info = ModelInfo(
+        path=str(file),
+        origin=origin,
+        config=config,
+        params=sum(p.numel() for p in model.parameters()),
+        id=hashlib.sha256(file.read_bytes()).hexdigest()[:12],
+        meta=meta,
+        card=read_card(file),
+    )
     return model.to(map_location).eval(), info
 
 

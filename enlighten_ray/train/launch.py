@@ -76,9 +76,9 @@ def _init_generator_state(cfg: Config) -> Any:
     if not cfg.train.init_generator:
         return None
     model, info = load_generator(cfg.train.init_generator)
-    if info["config"]["width"] != cfg.model.width:
+    if info.config["width"] != cfg.model.width:
         raise BadInputError(
-            cfg.train.init_generator, f"generator width {info['config']['width']} != model.width {cfg.model.width}"
+            cfg.train.init_generator, f"generator width {info.config['width']} != model.width {cfg.model.width}"
         )
     return ray.put({k: v.cpu() for k, v in model.state_dict().items()})
 
