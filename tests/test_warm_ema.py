@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from enlighten_ray import classical
 from enlighten_ray.config import WarmStartSettings, load_config
-from enlighten_ray.train.ema import build_ema, ema_decay
+from enlighten_ray.train.ema import averaged_generator, build_ema, ema_decay
 from enlighten_ray.train.losses import EnlightenGANLoss
 from enlighten_ray.train.step import build_nets, build_optimizers, build_vgg, train_step, warm_step
 from enlighten_ray.train.transforms import augment_low
@@ -126,3 +128,21 @@ def test_augment_low_crops_and_flips_the_teacher_with_the_low_image() -> None:
     assert crops["teacher"].shape == crops["low"].shape == (3, 32, 32)
     assert torch.equal(crops["teacher"], crops["low"])
     assert "teacher" not in augment_low(img, cfg, np.random.default_rng(0))
+
+
+def test_the_shipped_average_measures_its_own_batchnorm_statistics(tiny) -> None:
+    _, nets, opts, batch = tiny
+    ema = build_ema(nets.generator, 16, 2)
+    for _ in range(6):  # G moves; the average trails it with averaged statistics
+        warm_step(nets.generator, opts.generator, batch)
+        ema.update_parameters(nets.generator)
+    shipped = averaged_generator(ema, [batch["low_input"]])
+    probe = copy.deepcopy(ema.module).train()  # batch statistics of the averaged weights
+    with torch.no_grad():
+        want = probe(batch["low_input"])
+        got = shipped(batch["low_input"])
+    assert not shipped.training
+    assert torch.allclose(got, want, atol=2e-3)  # eval mode with re-measured statistics = batch statistics
+    params = dict(ema.module.named_parameters())
+    assert all(torch.equal(p, params[k]) for k, p in shipped.named_parameters())  # the average's weights
+    assert averaged_generator(ema, []).state_dict()["bn1_1.running_var"].equal(ema.module.bn1_1.running_var)

@@ -5,10 +5,16 @@ means the same at any batch size."""
 
 from __future__ import annotations
 
-from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+import copy
+from collections.abc import Iterable
 
-__all__ = ["build_ema", "ema_decay"]
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
+
+__all__ = ["BN_IMAGES", "averaged_generator", "build_ema", "ema_decay"]
+
+BN_IMAGES = 128  # recent training inputs the average's BatchNorm statistics are measured on
 
 
 def ema_decay(half_life_images: float, batch_size: int) -> float:
@@ -18,9 +24,22 @@ def ema_decay(half_life_images: float, batch_size: int) -> float:
 
 def build_ema(generator: nn.Module, half_life_images: float, batch_size: int) -> AveragedModel | None:
     """An averaged copy of `generator` (None when the half-life is 0). Its BatchNorm running
-    statistics are averaged with the weights (`use_buffers=True`): inference uses those statistics,
-    and they must belong to the averaged weights, not to the last step's."""
+    statistics are averaged with the weights (`use_buffers=True`) so a resumed run continues them;
+    `averaged_generator` measures the ones inference uses."""
     if half_life_images <= 0:
         return None
     decay = ema_decay(half_life_images, batch_size)
     return AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+
+
+def averaged_generator(ema: AveragedModel, batches: Iterable[torch.Tensor]) -> nn.Module:
+    """The moving average ready for inference: a copy whose BatchNorm statistics are measured anew
+    (SWA's `update_bn`) on `batches` of G's recent training inputs. Averaged weights do not match
+    averaged statistics: measured on this project's run, that G's eval outputs were a grey wash
+    with dark contour lines; re-measured, they matched G's own."""
+    model = copy.deepcopy(ema.module)
+    batches = list(batches)
+    if batches:  # none (a checkpoint before any step): the averaged statistics, as they are
+        with torch.no_grad():
+            update_bn(batches, model)
+    return model.eval()

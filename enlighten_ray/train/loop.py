@@ -26,8 +26,9 @@ import json
 import logging
 import tempfile
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,13 +41,14 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
 
 from enlighten_ray.config import Config, from_dict
 from enlighten_ray.devices import autocast
 from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.models.weights import save_generator
-from enlighten_ray.train.ema import build_ema
+from enlighten_ray.train.ema import BN_IMAGES, averaged_generator, build_ema
 from enlighten_ray.train.log import StepLog
 from enlighten_ray.train.losses import EnlightenGANLoss
 from enlighten_ray.train.shards import worker_batches
@@ -140,7 +142,7 @@ def _save_samples(bare: nn.Module, val: np.ndarray, path: Path, device: torch.de
         save_image(grid, tmp, nrow=len(val), padding=2)
 
 
-def _write_checkpoint(folder: Path, trainee: Trainee, info: dict[str, Any]) -> None:
+def _write_checkpoint(folder: Path, trainee: Trainee, info: dict[str, Any], shipped: nn.Module) -> None:
     state = {
         "nets": {name: net.state_dict() for name, net in zip(NET_NAMES, trainee.bare)},
         "optimizers": {name: opt.state_dict() for name, opt in zip(NET_NAMES, trainee.optimizers)},
@@ -154,7 +156,7 @@ def _write_checkpoint(folder: Path, trainee: Trainee, info: dict[str, Any]) -> N
     (folder / METRICS_FILE).write_text(json.dumps(info["metrics"], indent=1))
     meta = {"epoch": info["epoch"], "step": info["step"], "vgg": info["metrics"]["vgg"]}
     if trainee.ema is not None:
-        save_generator(trainee.ema.module, folder / "generator.pt", {**meta, "ema": True})
+        save_generator(shipped, folder / "generator.pt", {**meta, "ema": True, "bn_measured": True})
         save_generator(trainee.bare.generator, folder / RAW_GENERATOR_FILE, meta)
     else:
         save_generator(trainee.bare.generator, folder / "generator.pt", meta)
@@ -181,12 +183,12 @@ class Trainee:
     optimizers: Optimizers
     schedulers: list[Any]
     loss: EnlightenGANLoss
-    ema: nn.Module | None = None  # AveragedModel of the bare G
+    ema: AveragedModel | None = None  # of the bare G
+    recent: deque = field(default_factory=deque)  # G's latest training inputs, for the average's BatchNorm
 
-    @property
-    def sampler(self) -> nn.Module:
-        """The generator checkpoints ship: the average where there is one."""
-        return self.ema.module if self.ema is not None else self.bare.generator
+    def shipped(self) -> nn.Module:
+        """The generator checkpoints ship: the average (its BatchNorm measured) where there is one."""
+        return averaged_generator(self.ema, self.recent) if self.ema is not None else self.bare.generator
 
 
 def _build(cfg: Config, state: dict[str, Any] | None, init_generator: Any, device: torch.device) -> Trainee:
@@ -212,7 +214,9 @@ def _build(cfg: Config, state: dict[str, Any] | None, init_generator: Any, devic
     ema = build_ema(bare.generator, cfg.train.ema_half_life_images, cfg.train.batch_size)
     if ema is not None and state is not None and "ema" in state:
         ema.load_state_dict(state["ema"])
-    return Trainee(wrapped, bare, opts, scheds, loss, ema)
+    per_worker = max(1, cfg.train.batch_size // ray.train.get_context().get_world_size())
+    recent = deque(maxlen=max(1, BN_IMAGES // per_worker))
+    return Trainee(wrapped, bare, opts, scheds, loss, ema, recent)
 
 
 def _restore_optimizers(
@@ -313,6 +317,7 @@ def _step(
         )
     if trainee.ema is not None:
         trainee.ema.update_parameters(trainee.bare.generator)
+        trainee.recent.append(batch["low_input"])
     return metrics
 
 
@@ -340,7 +345,8 @@ def _checkpoint(
                 "config": config["settings"],
                 "metrics": summary,
             }
-            _write_checkpoint(Path(tmp), trainee, info)
-            _save_samples(trainee.sampler, config["val"], Path(tmp) / SAMPLES_FILE, device)
+            shipped = trainee.shipped()
+            _write_checkpoint(Path(tmp), trainee, info, shipped)
+            _save_samples(shipped, config["val"], Path(tmp) / SAMPLES_FILE, device)
             checkpoint = ray.train.Checkpoint.from_directory(tmp)
         ray.train.report(metrics, checkpoint=checkpoint)
