@@ -259,3 +259,21 @@ def test_batch_checks_input_and_output_before_starting_ray(tmp_path: Path, capsy
     (tmp_path / "file.txt").write_text("")
     assert main(["batch", str(tmp_path / "in"), str(tmp_path / "file.txt")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_side_by_side_shows_each_frame_as_decoded_beside_its_enhanced_copy(tmp_path: Path, weights: Path) -> None:
+    import av
+
+    src = make_video(tmp_path / "in.mp4", [0, 40, 80, 120, 160, 200])
+    lefts = {}
+    for denoise in ("off", "strong"):
+        out = tmp_path / f"pair_{denoise}.mp4"
+        enhancer = Enhancer.from_weights(weights, device="cpu", denoise=denoise, batch_size=4)  # 6 = 4 + 2
+        assert enhance_video(src, out, enhancer, EncoderOptions(crf=0), side_by_side=True) == 6
+        with av.open(str(out)) as b:
+            lefts[denoise] = [f.to_ndarray(format="rgb24")[:, :64].astype(int) for f in b.decode(video=0)]
+    with av.open(str(src)) as a:
+        raw = [f.to_ndarray(format="rgb24").astype(int) for f in a.decode(video=0)]
+    assert all(np.abs(x - y).mean() < 2 for x, y in zip(lefts["off"], raw))  # in step with the source
+    # the left half is the frame as decoded, not the one the filter made for the model
+    assert all(np.array_equal(x, y) for x, y in zip(lefts["off"], lefts["strong"]))

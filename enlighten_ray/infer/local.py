@@ -7,10 +7,11 @@ while it codes, torch while it computes).
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,10 +95,15 @@ def enhance_video(
     """Enhance a video file into `dst` (written atomically); returns the number of frames.
 
     Frame count, timestamps, duration, audio/subtitle packets, rotation and colour tags follow the
-    source. side_by_side: each output frame is input | enhanced, twice as wide.
+    source. side_by_side: each output frame is input | enhanced, twice as wide (the input as
+    decoded, before the `--denoise` pre-filter: a second decoder reads it alongside).
     """
     src, dst = Path(src), Path(dst)
-    with VideoReader(src, denoise=enhancer.denoise) as reader:
+    with VideoReader(src, denoise=enhancer.denoise) as reader, contextlib.ExitStack() as stack:
+        originals = None
+        if side_by_side:
+            plain = reader if enhancer.denoise == "off" else stack.enter_context(VideoReader(src))
+            originals = plain if plain is reader else _frames_of(plain)
         info = reader.info
         size = (info.width * 2, info.height) if side_by_side else None
         total = info.frame_count
@@ -106,14 +112,22 @@ def enhance_video(
             VideoWriter(tmp, info, encoder or EncoderOptions(), size=size, copy_from=src) as writer,
             progress_bar(total, "frame", src.name, progress) as bar,
         ):
-            count = _run_pipeline(reader, writer, enhancer, side_by_side, bar)
+            count = _run_pipeline(reader, writer, enhancer, originals, bar)
             writer.end_pts = reader.end_pts
             bar.total = count  # the header's count may include frames an edit list drops
             bar.refresh()
     return count
 
 
-def _run_pipeline(reader: VideoReader, writer: VideoWriter, enhancer: Enhancer, side_by_side: bool, bar: Any) -> int:
+def _frames_of(reader: VideoReader) -> Iterator[np.ndarray]:
+    return (frame.rgb for frame in reader.frames())
+
+
+def _run_pipeline(
+    reader: VideoReader, writer: VideoWriter, enhancer: Enhancer, originals: VideoReader | Iterator | None, bar: Any
+) -> int:
+    """Decode, enhance and encode in three threads. `originals`: None, or the frames to put left of
+    the enhanced ones (`reader` itself: its own frames; an iterator: another decoder's)."""
     p = _Pipeline()
     decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
     enhanced: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
@@ -136,8 +150,11 @@ def _run_pipeline(reader: VideoReader, writer: VideoWriter, enhancer: Enhancer, 
             while (item := p.get(decoded)) is not _END:
                 frames, pts = item
                 out = enhancer(frames)
-                if side_by_side:
+                if originals is reader:
                     out = np.concatenate([frames, out], axis=2)  # (B, H, 2W, 3): input | output
+                elif originals is not None:
+                    left = np.stack([next(originals) for _ in pts])
+                    out = np.concatenate([left, out], axis=2)
                 p.put(enhanced, (out, pts))
                 count += len(pts)
             p.put(enhanced, _END)
