@@ -23,7 +23,7 @@ from enlighten_ray.eval.metrics import niqe
 from enlighten_ray.eval.table import read_rgb
 from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.models.generator import LUMA
-from enlighten_ray.models.weights import GENERATOR_FILE, load_generator
+from enlighten_ray.models.weights import GENERATOR_FILE, find_generator_file, load_generator, weights_id
 
 __all__ = ["cast", "checkpoint_curve", "colour_stats", "holdout_images", "output_stats", "plot_curve", "video_frames"]
 
@@ -115,20 +115,30 @@ def checkpoint_curve(
     video: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
     """One row per checkpoint (plus the inputs as epoch 0), oldest first. Rows already in `known`
-    (keyed by checkpoint name, e.g. from an earlier call's JSON) are reused, so the curve of a run
-    still training can be updated cheaply; a known row without the video's figures gets them."""
+    (keyed by checkpoint name, e.g. from an earlier call's JSON) are reused while they hold every
+    figure and were made from the same weights file (its id), so the curve of a run still training
+    can be updated cheaply; a reused row gets the video's figures when it lacks that video's."""
     known = dict(known or {})
     inputs = [read_rgb(p) for p in images]
     frames = video_frames(video) if video else []
-    rows = [known.get("input") or {"checkpoint": "input", "epoch": 0, "step": 0, **output_stats(inputs)}]
+    first = known.get("input", {})
+    rows = [first if _current(first) else {"checkpoint": "input", "epoch": 0, "step": 0, **output_stats(inputs)}]
     for folder in _checkpoints(Path(run)):
-        row = known.get(folder.name) or _checkpoint_row(folder, inputs)
-        if frames and "dashcam_luma" not in row:
-            row |= _video_row(Enhancer(load_generator(folder)[0], device="cpu"), frames)
+        row = known.get(folder.name, {})
+        wid = weights_id(find_generator_file(folder))
+        if not _current(row) or row.get("weights") != wid:
+            row = _checkpoint_row(folder, inputs) | {"weights": wid}
+        if frames and row.get("video") != str(video):
+            row |= _video_row(Enhancer(load_generator(folder)[0], device="cpu"), frames) | {"video": str(video)}
         rows.append(row)
-    if frames and "dashcam_luma" not in rows[0]:
-        rows[0] |= _video_row(None, frames)
+    if frames and rows[0].get("video") != str(video):
+        rows[0] |= _video_row(None, frames) | {"video": str(video)}
     return rows
+
+
+def _current(row: dict[str, Any]) -> bool:
+    """Whether a cached row holds every figure this version computes."""
+    return {"niqe", "cast", "dark_cast", "dark_r"} <= set(row)
 
 
 def _checkpoint_row(folder: Path, inputs: Sequence[np.ndarray]) -> dict[str, Any]:

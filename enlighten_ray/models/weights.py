@@ -28,6 +28,7 @@ __all__ = [
     "read_card",
     "read_generator_file",
     "save_generator",
+    "weights_id",
 ]
 
 FORMAT = "enlighten-ray-generator"
@@ -142,6 +143,11 @@ class ModelInfo:
         return asdict(self)
 
 
+def weights_id(path: str | Path) -> str:
+    """sha256 prefix of a weights file: names what was made with it."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
+
+
 def load_generator(
     path: str | Path | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[EnlightenGenerator, ModelInfo]:
@@ -164,7 +170,7 @@ def load_generator(
         origin=origin,
         config=config,
         params=sum(p.numel() for p in model.parameters()),
-        id=hashlib.sha256(file.read_bytes()).hexdigest()[:12],
+        id=weights_id(file),
         meta=meta,
         card=read_card(file),
     )
