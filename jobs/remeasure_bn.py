@@ -8,7 +8,8 @@ the weights, which do not match the averaged weights (their outputs: a grey wash
 lines). This measures them as training now does (`train.ema.averaged_generator`), on BN_IMAGES
 random crops of the low images outside the hold-out list, augmented as the run's config says, and
 rewrites each checkpoint's generator.pt (its state.pt keeps the average itself). Checkpoints whose
-generator.pt is already measured (meta `bn_measured`) are left alone.
+generator.pt is already measured (meta `bn_measured`) are left alone. Their samples.png is not
+redrawn.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from torch.optim.swa_utils import AveragedModel  # noqa: E402
 
 from enlighten_ray.config import from_dict  # noqa: E402
 from enlighten_ray.eval.table import read_rgb  # noqa: E402
+from enlighten_ray.io.images import media_kind  # noqa: E402
 from enlighten_ray.models.weights import load_generator, save_generator  # noqa: E402
 from enlighten_ray.train.ema import BN_IMAGES, averaged_generator  # noqa: E402
 from enlighten_ray.train.index import read_holdout  # noqa: E402
@@ -36,10 +38,13 @@ def training_batches(low: Path, holdout: str, config: dict, batch: int, seed: in
     """BN_IMAGES augmented low crops (what G sees in training), in batches of `batch`."""
     cfg = from_dict(config)
     held = set(read_holdout(holdout))
-    files = sorted(p for p in low.iterdir() if p.is_file() and p.name not in held)
+    files = sorted(p for p in low.rglob("*") if media_kind(p) == "image" and p.relative_to(low).as_posix() not in held)
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    crops = [augment_low(read_rgb(p), cfg.data, rng)["low_input"] for p in rng.choice(files, BN_IMAGES)]
+    crops = [
+        augment_low(read_rgb(p), cfg.data, rng)["low_input"]
+        for p in rng.choice(files, min(BN_IMAGES, len(files)), replace=False)
+    ]
     return list(torch.stack(crops).contiguous(memory_format=torch.channels_last).split(batch))
 
 

@@ -344,4 +344,9 @@ def test_subcommands_take_relative_folders_and_dot(tmp_path, monkeypatch, capsys
     assert main(["eval", "niqe", "."]) == 0
     assert main(["enhance", ".", "../bright2", "--weights", str(tiny_weights), "--device", "cpu", "-q"]) == 0
     assert len(list((tmp_path / "bright2").iterdir())) == 2
+    # a file that links outside the folder keeps its own name
+    save(photo((96, 112), seed=5), tmp_path / "elsewhere.jpg")
+    (tmp_path / "night" / "link.jpg").symlink_to(tmp_path / "elsewhere.jpg")
+    assert main(["eval", "niqe", ".", "--json", "../s2.json"]) == 0
+    assert "link.jpg" in json.loads((tmp_path / "s2.json").read_text())[0]["images"]
     assert "Traceback" not in capsys.readouterr().err

@@ -146,3 +146,13 @@ def test_the_shipped_average_measures_its_own_batchnorm_statistics(tiny) -> None
     params = dict(ema.module.named_parameters())
     assert all(torch.equal(p, params[k]) for k, p in shipped.named_parameters())  # the average's weights
     assert averaged_generator(ema, []).state_dict()["bn1_1.running_var"].equal(ema.module.bn1_1.running_var)
+
+
+def test_the_shipped_average_of_a_syncbatchnorm_generator_is_measured_alone(tiny) -> None:
+    _, nets, _, batch = tiny
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(nets.generator))
+    ema = build_ema(synced, 16, 2)
+    ema.update_parameters(synced)
+    shipped = averaged_generator(ema, [batch["low_input"]])  # SyncBatchNorm would gather (or refuse on CPU)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in shipped.modules())
+    assert torch.equal(shipped.conv1_1.weight, synced.conv1_1.weight)

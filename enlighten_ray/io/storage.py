@@ -29,8 +29,13 @@ __all__ = ["Location", "MediaFile", "fetched", "opened", "put_image", "relative_
 
 
 def relative_path(path: str | os.PathLike, root: str | os.PathLike) -> Path:
-    """`path` below the local folder `root`, whichever of the two is relative, absolute or `.`
-    (listings return resolved paths: `Location` resolves its root)."""
+    """`path` below the local folder `root`, whichever of the two is relative, absolute or `.`.
+    Listings name files under the resolved root (`Location` resolves it); a file that is itself a
+    link keeps its own name, so only the root is resolved when the plain paths do not relate."""
+    absolute = Path(os.path.abspath(path))
+    for base in (Path(os.path.abspath(root)), Path(root).resolve()):
+        if absolute.is_relative_to(base):
+            return absolute.relative_to(base)
     return Path(path).resolve().relative_to(Path(root).resolve())
 
 

@@ -37,9 +37,24 @@ def averaged_generator(ema: AveragedModel, batches: Iterable[torch.Tensor]) -> n
     (SWA's `update_bn`) on `batches` of G's recent training inputs. Averaged weights do not match
     averaged statistics: measured on this project's run, that G's eval outputs were a grey wash
     with dark contour lines; re-measured, they matched G's own."""
-    model = copy.deepcopy(ema.module)
+    model = _plain_batchnorm(copy.deepcopy(ema.module))
     batches = list(batches)
     if batches:  # none (a checkpoint before any step): the averaged statistics, as they are
         with torch.no_grad():
             update_bn(batches, model)
     return model.eval()
+
+
+def _plain_batchnorm(module: nn.Module) -> nn.Module:
+    """SyncBatchNorm layers (GPU runs with scaling.sync_bn) as BatchNorm2d: in train mode they
+    gather over every rank, and only rank 0 measures the shipped average."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            plain = nn.BatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain.to(next(child.buffers()).device))
+        else:
+            _plain_batchnorm(child)
+    return module

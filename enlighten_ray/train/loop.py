@@ -156,7 +156,7 @@ def _write_checkpoint(folder: Path, trainee: Trainee, info: dict[str, Any], ship
     (folder / METRICS_FILE).write_text(json.dumps(info["metrics"], indent=1))
     meta = {"epoch": info["epoch"], "step": info["step"], "vgg": info["metrics"]["vgg"]}
     if trainee.ema is not None:
-        save_generator(shipped, folder / "generator.pt", {**meta, "ema": True, "bn_measured": True})
+        save_generator(shipped, folder / "generator.pt", {**meta, "ema": True, "bn_measured": bool(trainee.recent)})
         save_generator(trainee.bare.generator, folder / RAW_GENERATOR_FILE, meta)
     else:
         save_generator(trainee.bare.generator, folder / "generator.pt", meta)
