@@ -218,3 +218,13 @@ def test_step_log_line_has_losses_rate_and_eta(capsys) -> None:
     assert 7.5 < rate <= 8.0 and line.endswith("ETA 0h00m")  # 12 steps x 8 images at 8 img/s: 12 s
     assert capsys.readouterr().err.strip() == line
     assert format_eta(3 * 3600 + 25 * 60) == "3h25m"
+
+
+def test_images_done_reads_the_newest_checkpoint(tmp_path: Path) -> None:
+    from enlighten_ray.train.launch import _images_done
+
+    assert _images_done(str(tmp_path / "new"), 8) == 0
+    for name, step in (("checkpoint_2026-01-01_00-00-00.000000", 3), ("checkpoint_2026-01-02_00-00-00.000000", 10)):
+        (tmp_path / "run" / name).mkdir(parents=True)
+        (tmp_path / "run" / name / "metrics.json").write_text(json.dumps({"step": step}))
+    assert _images_done(str(tmp_path / "run"), 8) == 80  # past warm.images + anchor_images: no teacher

@@ -116,12 +116,16 @@ def _augment_batch(
     return {k: torch.stack(v).numpy() if v else np.zeros((0, 3, size, size), np.float32) for k, v in out.items()}
 
 
-def training_datasets(low: DomainIndex, normal: DomainIndex, cfg: Config) -> dict[str, ray.data.Dataset]:
-    """The `datasets=` for TorchTrainer: {"low": ..., "normal": ...}, equally long per epoch."""
+def training_datasets(
+    low: DomainIndex, normal: DomainIndex, cfg: Config, images_done: int = 0
+) -> dict[str, ray.data.Dataset]:
+    """The `datasets=` for TorchTrainer: {"low": ..., "normal": ...}, equally long per epoch. The
+    low crops carry the warm start's teacher while a run that has seen `images_done` still needs it."""
     _, rows = plan_epoch(low.count, normal.count, cfg)
+    teacher = cfg.warm.needs_teacher and images_done < cfg.warm.images + cfg.warm.anchor_images
     out = {}
     for index in (low, normal):
-        dark = cfg.warm.dark if cfg.warm.needs_teacher else None
+        dark = cfg.warm.dark if teacher else None
         augment = functools.partial(
             _augment_batch, loc=index.location, role=index.role, cfg=cfg.data, teacher_dark=dark
         )

@@ -128,10 +128,30 @@ def fit(cfg: Config, verbose: bool = False, train_loop: Callable[[dict], Any] = 
             failure_config=FailureConfig(max_failures=cfg.failure.max_failures),
             logging_config=LoggingConfig(log_level="INFO" if verbose else "WARNING"),
         ),
-        datasets=training_datasets(low, normal, cfg),
+        datasets=training_datasets(low, normal, cfg, _images_done(run_dir, cfg.train.batch_size)),
         dataset_config=DataConfig(execution_options=ordered),
     )
     return trainer.fit()
+
+
+def _images_done(run_dir: str, batch_size: int) -> int:
+    """Images the run's newest checkpoint has seen (0 for a new run): Ray Train resumes from it."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from enlighten_ray.io.storage import Location
+
+    loc = Location(run_dir)
+    try:
+        found = loc.fs.get_file_info(pafs.FileSelector(loc.root, allow_not_found=True))
+        names = sorted(i.path for i in found if i.type == pafs.FileType.Directory and "/checkpoint_" in i.path)
+        if not names:
+            return 0
+        with loc.fs.open_input_stream(f"{names[-1]}/metrics.json") as f:
+            return int(json.loads(f.read())["step"]) * batch_size
+    except (OSError, ValueError, KeyError):
+        return 0  # unreadable: train as a new run would (the teacher kept)
 
 
 def _run_dir(cfg: Config) -> str:
