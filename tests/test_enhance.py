@@ -104,6 +104,7 @@ def test_folder_mirrors_layout_skips_existing_and_reports_bad_files(
     err = capsys.readouterr().err
     for name in ("corrupt.jpg", "empty.mp4", "notes.mp4"):
         assert sum(name in line for line in err.splitlines()) == 1, err
+    assert "enlighten-ray: done 3, skipped 0 (already complete), failed 3" in err  # batch's summary line
     with Image.open(dst / "a.png") as a, Image.open(dst / "sub" / "b.jpg") as b:
         assert (a.size, a.mode, b.size, b.mode) == ((33, 21), "RGB", (20, 16), "L")
     assert_faithful(src / "sub" / "clip.mp4", dst / "sub" / "clip.mp4")

@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.quiet else None,
     )
     print(
-        f"enhanced {len(summary.done)}, skipped {len(summary.skipped)} existing, failed {len(summary.failed)}",
+        f"enlighten-ray: {summary.line()}",
         file=sys.stderr,
     )
-    return 1 if summary.failed else 0
+    return summary.exit_code

@@ -25,6 +25,7 @@ from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.infer.plan import output_name
 from enlighten_ray.infer.progress import progress_bar
+from enlighten_ray.infer.rows import Summary
 from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter
 from enlighten_ray.io.images import IMAGE_EXTENSIONS, media_kind, read_image, write_image
@@ -191,13 +192,6 @@ class Job:
     kind: str  # "image" or "video"
 
 
-@dataclass
-class Summary:
-    done: list[Path] = field(default_factory=list)
-    skipped: list[Path] = field(default_factory=list)
-    failed: list[tuple[Path, str]] = field(default_factory=list)
-
-
 def plan_jobs(src: str | Path, dst: str | Path) -> list[Job]:
     """Pair inputs with outputs. A file goes to `dst` (or into it when it is a folder); a folder's
     images and videos go to the same relative paths under `dst`. Never an output on an input."""
@@ -259,7 +253,7 @@ def enhance_path(
     with progress_bar(images, "image", "images", progress if images > 1 else False) as bar:
         for job in jobs:
             if job.dst.exists() and not overwrite:
-                summary.skipped.append(job.dst)
+                summary.skipped += 1
                 _say(f"skipped {job.src}: {job.dst} exists (use --overwrite to replace it)")
                 continue
             try:
@@ -273,10 +267,10 @@ def enhance_path(
                 if single:
                     raise error from exc
                 message = str(error)
-                summary.failed.append((job.src, message))
+                summary.failed.append((str(job.src), "enhance", message))
                 _say(f"enlighten-ray: error: {message}")
                 continue
-            summary.done.append(job.dst)
+            summary.done += 1
     return summary
 
 

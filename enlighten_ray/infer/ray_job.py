@@ -24,7 +24,7 @@ import math
 import os
 import sys
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -34,7 +34,7 @@ import ray.data
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.ledger import Ledger
 from enlighten_ray.infer.plan import output_id, plan_outputs, plan_segments
-from enlighten_ray.infer.rows import PARTS, BatchOptions
+from enlighten_ray.infer.rows import PARTS, BatchOptions, Summary
 from enlighten_ray.infer.settings import FRAME_FORMATS
 from enlighten_ray.infer.stages import (
     FRAME_SCHEMA,
@@ -49,26 +49,10 @@ from enlighten_ray.io.images import IMAGE_EXTENSIONS
 from enlighten_ray.io.storage import Location
 from enlighten_ray.models.weights import load_generator
 
-__all__ = ["BatchOptions", "BatchSummary", "FRAME_FORMATS", "FRAME_SCHEMA", "check", "run"]
+__all__ = ["BatchOptions", "Summary", "FRAME_FORMATS", "FRAME_SCHEMA", "check", "run"]
 
 # Images per Ray Data block: the unit one decode task, one actor call and one write task handle.
 IMAGES_PER_BLOCK = 16
-
-
-@dataclass
-class BatchSummary:
-    done: int = 0
-    skipped: int = 0
-    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, error)
-    reused_parts: int = 0  # video segments finished by an earlier, interrupted run
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.failed else 0
-
-    def line(self) -> str:
-        line = f"done {self.done}, skipped {self.skipped} (already complete), failed {len(self.failed)}"
-        return line + (f"; reused {self.reused_parts} video parts of an earlier run" if self.reused_parts else "")
 
 
 def _actor_args(opts: BatchOptions) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -120,9 +104,9 @@ def check(opts: BatchOptions) -> None:
         raise BadInputError("--concurrency", f"must be at least 1, got {opts.concurrency}")
 
 
-def run(opts: BatchOptions) -> BatchSummary:
+def run(opts: BatchOptions) -> Summary:
     """Enhance every image and video under `opts.input` into `opts.output` on the connected Ray
-    cluster (call `ray.init` first). Bad inputs are recorded, never fatal; see `BatchSummary`."""
+    cluster (call `ray.init` first). Bad inputs are recorded, never fatal; see `Summary`."""
     check(opts)
     source, output = Location(opts.input), Location(opts.output)
     frames = Location(opts.frames_out) if opts.frames_out else None
@@ -140,7 +124,7 @@ def run(opts: BatchOptions) -> BatchSummary:
         plan = plan_outputs(opts, source, output, frames, ledger)
         if not (plan.images or plan.videos or plan.skipped or plan.failed):
             raise source.nothing_to_do()
-        summary = BatchSummary(skipped=plan.skipped)
+        summary = Summary(skipped=plan.skipped)
         for path, stage, error in plan.failed:
             ledger.failed(path, stage, error)
             summary.failed.append((path, stage, error))
@@ -173,7 +157,7 @@ def _prune_empty(loc: Location, folder: str) -> None:
             os.rmdir(here)  # only succeeds on empty folders
 
 
-def _record(ledger: Ledger, summary: BatchSummary, row: dict, kind: str, shown_dst: str) -> None:
+def _record(ledger: Ledger, summary: Summary, row: dict, kind: str, shown_dst: str) -> None:
     if row["error"]:
         ledger.failed(row["src"], row["stage"], row["error"])
         summary.failed.append((row["src"], row["stage"], row["error"]))
@@ -182,7 +166,7 @@ def _record(ledger: Ledger, summary: BatchSummary, row: dict, kind: str, shown_d
         summary.done += 1
 
 
-def _lost(ledger: Ledger, summary: BatchSummary, sources: Iterable[str]) -> None:
+def _lost(ledger: Ledger, summary: Summary, sources: Iterable[str]) -> None:
     for src in sources:
         error = f"{src}: lost: its Ray task failed (see the Ray logs); re-run to retry"
         ledger.failed(src, "lost", error)
@@ -196,7 +180,7 @@ def _run_images(
     source: Location,
     output: Location,
     ledger: Ledger,
-    summary: BatchSummary,
+    summary: Summary,
 ) -> None:
     actor_args, actor = _actor_args(opts)
     blocks = max(1, math.ceil(len(rows) / IMAGES_PER_BLOCK))
@@ -227,7 +211,7 @@ def _run_videos(
     output: Location,
     frames: Location | None,
     ledger: Ledger,
-    summary: BatchSummary,
+    summary: Summary,
 ) -> None:
     """Plan segments (CPU tasks), enhance them (actor pool, one segment per block so they spread over
     the actors), and join each video once all its parts are in (one Ray task per video)."""
@@ -266,7 +250,7 @@ def _segments(
     target: Location,
     frames_mode: bool,
     ledger: Ledger,
-    summary: BatchSummary,
+    summary: Summary,
 ) -> dict[str, list[dict]]:
     """shown source -> its segments; videos that cannot be planned are recorded as failed."""
     plans = ray.data.from_items(videos, override_num_blocks=len(videos)).map_batches(
@@ -294,7 +278,7 @@ class _Joiner:
         source: Location,
         output: Location,
         ledger: Ledger,
-        summary: BatchSummary,
+        summary: Summary,
         videos: dict[str, dict],
         segments: dict[str, list[dict]],
     ) -> None:

@@ -1,5 +1,6 @@
-"""The batch job's shared types, a leaf that `plan`, `stages` and `ray_job` import (never the
-reverse): its options, the segment rows' schema and their one builder."""
+"""The enhancement runs' shared types, a leaf that `local`, `plan`, `stages` and `ray_job` import
+(never the reverse): the batch job's options, its segment rows' schema and their one builder, and
+the one summary (and exit-code rule) both runners print."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pyarrow as pa
 from enlighten_ray.infer.settings import EnhanceSettings
 from enlighten_ray.io.encode import EncoderOptions
 
-__all__ = ["OPEN", "PARTS", "SEGMENT", "BatchOptions", "segment_row"]
+__all__ = ["OPEN", "PARTS", "SEGMENT", "BatchOptions", "Summary", "segment_row"]
 
 PARTS = "_parts"  # OUTPUT/_parts/<weights id>/<output rel path>/<segment>.<ext>: finished video parts
 OPEN = -(2**62)  # "no bound" for a segment's start/end pts (Arrow int64 columns have no None here)
@@ -73,3 +74,21 @@ def segment_row(
         "error": error,
         "stage": stage,
     }
+
+
+@dataclass
+class Summary:
+    """What a run did: outputs written, outputs already complete, failures (path, stage, error)."""
+
+    done: int = 0
+    skipped: int = 0
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, error)
+    reused_parts: int = 0  # video segments finished by an earlier, interrupted run
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed else 0
+
+    def line(self) -> str:
+        line = f"done {self.done}, skipped {self.skipped} (already complete), failed {len(self.failed)}"
+        return line + (f"; reused {self.reused_parts} video parts of an earlier run" if self.reused_parts else "")
