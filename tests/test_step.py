@@ -9,7 +9,7 @@ import torch
 from enlighten_ray.config import load_config
 from enlighten_ray.train.losses import EnlightenGANLoss
 from enlighten_ray.train.step import build_nets, build_optimizers, build_vgg, lr_factor, train_step
-from enlighten_ray.train.transforms import augment_low, augment_normal, to_model_range
+from enlighten_ray.train.transforms import augment_low, augment_normal, image_to_model
 
 
 @pytest.fixture
@@ -102,7 +102,7 @@ def test_images_smaller_than_the_crop_are_resized_not_a_crash() -> None:
     cfg = load_config(None, ["data.crop_size=64"]).data
     small = np.random.default_rng(0).integers(0, 255, (20, 40, 3), dtype=np.uint8)
     assert augment_normal(small, cfg).shape == (3, 64, 64)
-    assert to_model_range(np.array([[[0, 255, 128]]], np.uint8)).flatten().tolist() == pytest.approx(
+    assert image_to_model(np.array([[[0, 255, 128]]], np.uint8)).flatten().tolist() == pytest.approx(
         [-1.0, 1.0, 128 / 127.5 - 1], abs=1e-6
     )
 

@@ -19,6 +19,7 @@ from torch import nn
 from enlighten_ray.devices import native_bf16
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.infer.settings import PRECISIONS, EnhanceSettings
+from enlighten_ray.models.generator import from_model_range, to_model_range
 from enlighten_ray.models.weights import load_generator
 
 __all__ = ["Enhancer", "PRECISIONS", "resolve_device", "resolve_precision"]
@@ -120,12 +121,12 @@ class Enhancer:
         if self.device.type == "cuda":
             batch = batch.pin_memory()
         x = batch.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # (B, 3, H, W) uint8
-        x = x.float().div_(127.5).sub_(1.0)  # [-1, 1], the networks' range
+        x = to_model_range(x)
         if self.precision == "bf16":
             x = x.to(torch.bfloat16)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.precision == "fp16"):
             y = self._run_scaled(x)
-        y = y.float().clamp_(-1.0, 1.0).add_(1.0).mul_(127.5).round_().to(torch.uint8)
+        y = from_model_range(y)
         return y.permute(0, 2, 3, 1).cpu().numpy()  # (B, H, W, 3)
 
     def _run_scaled(self, x: torch.Tensor) -> torch.Tensor:

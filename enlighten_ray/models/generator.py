@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EnlightenGenerator", "attention_map", "check_strength"]
+__all__ = ["EnlightenGenerator", "attention_map", "check_strength", "from_model_range", "to_model_range"]
 
 # Channels per encoder stage, as multiples of `width` (32 in the paper): 32/64/128/256/512.
 STAGE_MULTIPLIERS = (1, 2, 4, 8, 16)
@@ -19,6 +19,16 @@ STAGE_MULTIPLIERS = (1, 2, 4, 8, 16)
 SIZE_MULTIPLE = 16
 # Rec.601 luma weights for the attention map.
 LUMA = (0.299, 0.587, 0.114)
+
+
+def to_model_range(pixels: torch.Tensor) -> torch.Tensor:
+    """0-255 values (uint8) -> float32 in [-1, 1], the range the networks work in."""
+    return pixels.float().div(127.5).sub(1.0)
+
+
+def from_model_range(x: torch.Tensor) -> torch.Tensor:
+    """The networks' [-1, 1] -> uint8 0-255, clamped and rounded."""
+    return x.float().clamp(-1.0, 1.0).add(1.0).mul(127.5).round().to(torch.uint8)
 
 
 def attention_map(x: torch.Tensor) -> torch.Tensor:

@@ -47,6 +47,7 @@ from torchvision.utils import save_image
 from enlighten_ray.config import Config, from_dict
 from enlighten_ray.devices import autocast
 from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.models.generator import from_model_range
 from enlighten_ray.models.weights import save_generator
 from enlighten_ray.train.ema import BN_IMAGES, averaged_generator, build_ema
 from enlighten_ray.train.log import StepLog
@@ -62,7 +63,7 @@ from enlighten_ray.train.step import (
     train_step,
     warm_step,
 )
-from enlighten_ray.train.transforms import to_model_range
+from enlighten_ray.train.transforms import image_to_model
 
 __all__ = ["state_digest", "train_func"]
 
@@ -130,14 +131,14 @@ def _save_samples(bare: nn.Module, val: np.ndarray, path: Path, device: torch.de
     """Top row: the fixed validation inputs; bottom row: G's outputs (eval mode, like inference)."""
     if not len(val):
         return
-    inputs = torch.stack([to_model_range(v) for v in val]).to(device)
+    inputs = torch.stack([image_to_model(v) for v in val]).to(device)
     bare.eval()
     try:
         with torch.no_grad():
             outputs = bare(inputs).clamp(-1, 1)
     finally:
         bare.train()
-    grid = torch.cat([inputs, outputs]).add(1).div(2).cpu()
+    grid = from_model_range(torch.cat([inputs, outputs])).cpu().float().div(255)
     with atomic_output(path) as tmp:
         save_image(grid, tmp, nrow=len(val), padding=2)
 

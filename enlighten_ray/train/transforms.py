@@ -8,14 +8,15 @@ import torch
 from torchvision.transforms import v2
 
 from enlighten_ray.config import DataSettings
+from enlighten_ray.models.generator import to_model_range
 
-__all__ = ["crop_and_flip", "darken", "to_model_range", "augment_low", "augment_normal"]
+__all__ = ["crop_and_flip", "darken", "image_to_model", "augment_low", "augment_normal"]
 
 
-def to_model_range(image: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """uint8 (H, W, 3) RGB -> float32 (3, H, W) in [-1, 1], the range the networks work in."""
+def image_to_model(image: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> float32 (3, H, W) in [-1, 1] (`models.generator.to_model_range`)."""
     t = torch.from_numpy(np.require(image, np.uint8, ["C", "W"])).permute(2, 0, 1)  # Ray Data views are read-only
-    return t.float().div(127.5).sub(1.0)
+    return to_model_range(t)
 
 
 def crop_and_flip(image: torch.Tensor, size: int, flip: bool) -> torch.Tensor:
@@ -39,9 +40,9 @@ def augment_low(
 ) -> dict[str, torch.Tensor]:
     """`low` is the crop the SFP loss compares against; `low_input` is what G sees. A `teacher`
     image (same size, computed from the whole low image) is cropped and flipped with it."""
-    full = to_model_range(image)
+    full = image_to_model(image)
     if teacher is not None:
-        full = torch.cat([full, to_model_range(teacher)])
+        full = torch.cat([full, image_to_model(teacher)])
     crops = crop_and_flip(full, cfg.crop_size, cfg.flip)
     low = crops[:3]
     out = {} if teacher is None else {"teacher": crops[3:]}
@@ -52,4 +53,4 @@ def augment_low(
 
 
 def augment_normal(image: np.ndarray, cfg: DataSettings) -> torch.Tensor:
-    return crop_and_flip(to_model_range(image), cfg.crop_size, cfg.flip)
+    return crop_and_flip(image_to_model(image), cfg.crop_size, cfg.flip)
