@@ -150,6 +150,7 @@ def test_interrupt_leaves_no_output(tmp_path: Path, enhancer: Enhancer) -> None:
 
     class Interrupting:
         batch_size = 2
+        denoise = "off"
         calls = 0
 
         def __call__(self, frames: np.ndarray) -> np.ndarray:

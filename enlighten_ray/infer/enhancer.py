@@ -135,9 +135,10 @@ class Enhancer:
             return self._run_tiled(x)
         scale = self.max_side / max(h, w)
         size = (max(1, round(h * scale)), max(1, round(w * scale)))
-        small = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        change = self._run_tiled(small) - small
-        return x + F.interpolate(change, size=(h, w), mode="bilinear", align_corners=False)
+        # resized in fp32: CPU bilinear with antialias has no bf16 kernel
+        small = F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False, antialias=True).to(x.dtype)
+        change = (self._run_tiled(small) - small).float()
+        return x + F.interpolate(change, size=(h, w), mode="bilinear", align_corners=False).to(x.dtype)
 
     def _run_tiled(self, x: torch.Tensor) -> torch.Tensor:
         tile = self.tile
