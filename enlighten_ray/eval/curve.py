@@ -25,7 +25,16 @@ from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.models.generator import LUMA
 from enlighten_ray.models.weights import GENERATOR_FILE, find_generator_file, load_generator, weights_id
 
-__all__ = ["cast", "checkpoint_curve", "colour_stats", "holdout_images", "output_stats", "plot_curve", "video_frames"]
+__all__ = [
+    "cast",
+    "checkpoint_curve",
+    "colour_stats",
+    "holdout_images",
+    "luma",
+    "output_stats",
+    "plot_curve",
+    "video_frames",
+]
 
 LOSSES = ("g_global", "g_local", "sfp", "d_global", "d_local", "teacher_l1")
 DARK_LUMA = 10  # held-out pixels whose input luma is below this count as near-black
@@ -44,6 +53,11 @@ def holdout_images(folder: str | os.PathLike, listing: str | os.PathLike) -> lis
     return paths
 
 
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """Rec.601 luma of uint8 (..., 3) RGB, float32."""
+    return rgb.astype(np.float32) @ np.asarray(LUMA, np.float32)
+
+
 def cast(rgb: Sequence[float]) -> float:
     """Max/min of channel means: 1.0 is grey on average; 1.56 was the shipped model's green dark sky."""
     floor = 0.5  # means under half a code value count as that: black is grey, and no division by 0
@@ -56,7 +70,7 @@ def colour_stats(outputs: Sequence[np.ndarray], inputs: Sequence[np.ndarray], da
     rgb = np.mean([img.reshape(-1, 3).mean(axis=0) for img in outputs], axis=0)
     sums, count = np.zeros(3), 0
     for out, src in zip(outputs, inputs):
-        mask = src.astype(np.float32) @ np.asarray(LUMA, np.float32) < dark
+        mask = luma(src) < dark
         sums += out[mask].sum(axis=0, dtype=np.float64)
         count += int(mask.sum())
     dark_rgb = sums / count if count else np.ones(3)
@@ -126,10 +140,14 @@ def checkpoint_curve(
     for folder in _checkpoints(Path(run)):
         row = known.get(folder.name, {})
         wid = weights_id(find_generator_file(folder))
-        if not _current(row) or row.get("weights") != wid:
-            row = _checkpoint_row(folder, inputs) | {"weights": wid}
-        if frames and row.get("video") != str(video):
-            row |= _video_row(Enhancer(load_generator(folder)[0], device="cpu"), frames) | {"video": str(video)}
+        stale = not _current(row) or row.get("weights") != wid
+        if stale or (frames and row.get("video") != str(video)):
+            model, info = load_generator(folder)
+            enhancer = Enhancer(model, device="cpu")
+            if stale:
+                row = _checkpoint_row(folder, info.meta, enhancer, inputs) | {"weights": wid}
+            if frames and row.get("video") != str(video):
+                row |= _video_row(enhancer, frames) | {"video": str(video)}
         rows.append(row)
     if frames and rows[0].get("video") != str(video):
         rows[0] |= _video_row(None, frames) | {"video": str(video)}
@@ -141,12 +159,12 @@ def _current(row: dict[str, Any]) -> bool:
     return {"niqe", "cast", "dark_cast", "dark_r"} <= set(row)
 
 
-def _checkpoint_row(folder: Path, inputs: Sequence[np.ndarray]) -> dict[str, Any]:
-    model, info = load_generator(folder)
-    enhancer = Enhancer(model, device="cpu")
+def _checkpoint_row(
+    folder: Path, meta: dict[str, Any], enhancer: Enhancer, inputs: Sequence[np.ndarray]
+) -> dict[str, Any]:
     metrics_file = folder / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    row = {"checkpoint": folder.name, "epoch": info.meta.get("epoch"), "step": info.meta.get("step")}
+    row = {"checkpoint": folder.name, "epoch": meta.get("epoch"), "step": meta.get("step")}
     row["images"] = _images_seen(folder, row)
     row |= {k: metrics[k] for k in (*LOSSES, "lr", "images_per_s") if k in metrics}
     return row | output_stats([enhancer(x) for x in inputs], inputs)

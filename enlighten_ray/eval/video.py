@@ -12,18 +12,13 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from enlighten_ray.errors import BadInputError
-from enlighten_ray.eval.curve import VIDEO_DARK_LUMA, cast
+from enlighten_ray.eval.curve import VIDEO_DARK_LUMA, cast, luma
 from enlighten_ray.io.video import VideoReader
-from enlighten_ray.models.generator import LUMA
 
 __all__ = ["VideoReport", "blockiness", "compare_videos"]
 
 BLOCK = 16  # H.264's macroblock: the grid a codec's blocks show on
 NIQE_EVERY = 10  # NIQE on every 10th frame pair (~0.2 s per 640x360 frame)
-
-
-def luma(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float32) @ np.asarray(LUMA, np.float32)
 
 
 def _grid_steps(y: np.ndarray, axis: int, block: int) -> tuple[float, float]:

@@ -11,7 +11,7 @@ import contextlib
 import queue
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,10 +101,11 @@ def enhance_video(
     """
     src, dst = Path(src), Path(dst)
     with VideoReader(src, denoise=enhancer.denoise) as reader, contextlib.ExitStack() as stack:
-        originals = None
-        if side_by_side:
-            plain = reader if enhancer.denoise == "off" else stack.enter_context(VideoReader(src))
-            originals = plain if plain is reader else _frames_of(plain)
+        left_of = None
+        if side_by_side and enhancer.denoise == "off":
+            left_of = _same_frames
+        elif side_by_side:
+            left_of = _frames_from(stack.enter_context(VideoReader(src)))
         info = reader.info
         size = (info.width * 2, info.height) if side_by_side else None
         total = info.frame_count
@@ -113,22 +114,31 @@ def enhance_video(
             VideoWriter(tmp, info, encoder or EncoderOptions(), size=size, copy_from=src) as writer,
             progress_bar(total, "frame", src.name, progress) as bar,
         ):
-            count = _run_pipeline(reader, writer, enhancer, originals, bar)
+            count = _run_pipeline(reader, writer, enhancer, left_of, bar)
             writer.end_pts = reader.end_pts
             bar.total = count  # the header's count may include frames an edit list drops
             bar.refresh()
     return count
 
 
-def _frames_of(reader: VideoReader) -> Iterator[np.ndarray]:
-    return (frame.rgb for frame in reader.frames())
+LeftHalf = Callable[[np.ndarray], np.ndarray]  # a decoded batch -> the frames shown left of its enhanced copy
+
+
+def _same_frames(frames: np.ndarray) -> np.ndarray:
+    return frames
+
+
+def _frames_from(reader: VideoReader) -> LeftHalf:
+    """Another decoder's frames, in step with the pipeline's batches."""
+    frames = (frame.rgb for frame in reader.frames())
+    return lambda batch: np.stack([next(frames) for _ in range(len(batch))])
 
 
 def _run_pipeline(
-    reader: VideoReader, writer: VideoWriter, enhancer: Enhancer, originals: VideoReader | Iterator | None, bar: Any
+    reader: VideoReader, writer: VideoWriter, enhancer: Enhancer, left_of: LeftHalf | None, bar: Any
 ) -> int:
-    """Decode, enhance and encode in three threads. `originals`: None, or the frames to put left of
-    the enhanced ones (`reader` itself: its own frames; an iterator: another decoder's)."""
+    """Decode, enhance and encode in three threads; with `left_of`, each output frame is its left
+    half | the enhanced frame."""
     p = _Pipeline()
     decoded: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
     enhanced: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
@@ -151,11 +161,8 @@ def _run_pipeline(
             while (item := p.get(decoded)) is not _END:
                 frames, pts = item
                 out = enhancer(frames)
-                if originals is reader:
-                    out = np.concatenate([frames, out], axis=2)  # (B, H, 2W, 3): input | output
-                elif originals is not None:
-                    left = np.stack([next(originals) for _ in pts])
-                    out = np.concatenate([left, out], axis=2)
+                if left_of is not None:
+                    out = np.concatenate([left_of(frames), out], axis=2)  # (B, H, 2W, 3): input | output
                 p.put(enhanced, (out, pts))
                 count += len(pts)
             p.put(enhanced, _END)
