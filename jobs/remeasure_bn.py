@@ -26,6 +26,7 @@ import yaml  # noqa: E402
 from torch.optim.swa_utils import AveragedModel  # noqa: E402
 
 from enlighten_ray.config import from_dict  # noqa: E402
+from enlighten_ray.errors import BadInputError  # noqa: E402
 from enlighten_ray.eval.table import read_rgb  # noqa: E402
 from enlighten_ray.io.images import media_kind  # noqa: E402
 from enlighten_ray.models.weights import load_generator, save_generator  # noqa: E402
@@ -55,7 +56,11 @@ def main() -> int:
     parser.add_argument("--holdout", required=True, help="the run's hold-out list (never measured on)")
     args = parser.parse_args()
     for folder in map(Path, args.checkpoints):
-        model, info = load_generator(folder / "generator.pt")
+        try:
+            model, info = load_generator(folder / "generator.pt")
+        except BadInputError as exc:
+            print(f"{folder}: skipped: {exc.reason}", file=sys.stderr)
+            continue
         if not info.meta.get("ema") or info.meta.get("bn_measured"):
             print(f"{folder.name}: left alone ({'not an average' if not info.meta.get('ema') else 'measured'})")
             continue

@@ -279,3 +279,11 @@ def test_side_by_side_shows_each_frame_as_decoded_beside_its_enhanced_copy(tmp_p
     assert all(np.abs(x - y).mean() < 2 for x, y in zip(lefts["off"], raw))  # in step with the source
     # the left half is the frame as decoded, not the one the filter made for the model
     assert all(np.array_equal(x, y) for x, y in zip(lefts["off"], lefts["strong"]))
+
+
+def test_nothing_to_do_names_a_single_unsupported_file(tmp_path: Path) -> None:
+    from enlighten_ray.io.storage import Location
+
+    (tmp_path / "a.heic").write_bytes(b"x")
+    assert "not an image or video file" in str(Location(str(tmp_path / "a.heic")).nothing_to_do())
+    assert "ignored 1 files (a.heic)" in str(Location(str(tmp_path)).nothing_to_do())

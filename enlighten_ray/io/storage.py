@@ -94,7 +94,10 @@ class Location:
         return {f.path for f in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))}
 
     def nothing_to_do(self) -> BadInputError:
-        """The error for a folder without supported media: how many files it ignored, and why."""
+        """The error for a folder without supported media: how many files it ignored, and why (or,
+        for a single file, that it is not one)."""
+        if self.is_file(self.root):
+            return BadInputError(self.uri, f"not an image or video file (supported: {', '.join(sorted(SUPPORTED))})")
         try:
             infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
         except OSError:
