@@ -54,6 +54,11 @@ class LossSettings:
     # "" = torchvision's cache; "random" = untrained (smoke tests only)
     vgg_weights: str = ""
     vgg_mean: bool = False  # subtract the Caffe mean for Caffe-derived weights (off, as released)
+    # Dark-region colour loss (paper: none): squared log-ratios of the output's R, G, B means over
+    # the pixels whose input luma (0-255) is below dark_luma, so near-black areas do not come out
+    # tinted (Zero-DCE's colour constancy, restricted to where the input holds no colour).
+    dark_colour_weight: float = 0.0
+    dark_luma: float = 10.0
 
 
 @dataclass

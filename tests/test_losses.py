@@ -7,6 +7,7 @@ import torch
 
 from enlighten_ray.train.losses import (
     crop_patches,
+    dark_colour_loss,
     lsgan_d_loss,
     lsgan_g_loss,
     random_patch_offsets,
@@ -67,3 +68,32 @@ def test_local_loss_over_batched_patches_equals_the_mean_of_per_patch_losses() -
     reals = [torch.randn(2, 1, 3, 3) for _ in range(4)]
     per_patch = torch.stack([lsgan_d_loss(r, f) for r, f in zip(reals, preds)]).mean()
     torch.testing.assert_close(lsgan_d_loss(torch.cat(reals), torch.cat(preds)), per_patch)
+
+
+def _to_model(rgb_255: torch.Tensor) -> torch.Tensor:
+    return rgb_255 / 127.5 - 1.0
+
+
+def test_dark_colour_loss_sees_a_cast_only_where_the_input_is_dark() -> None:
+    low = torch.full((1, 3, 8, 8), 200.0)
+    low[..., :4] = 2.0  # left half near black
+    tinted = torch.full((1, 3, 8, 8), 100.0)
+    tinted[:, 1, :, :4] = 160.0  # green where the input was dark
+    grey_in_dark = tinted.clone()
+    grey_in_dark[:, 1, :, :4] = 100.0
+    grey_in_dark[:, 0, :, 4:] = 220.0  # a cast where the input was bright is not this loss's business
+    loss_tinted = dark_colour_loss(_to_model(tinted), _to_model(low), dark_luma=10.0)
+    r, g = 100 / 255 + 1 / 64, 160 / 255 + 1 / 64
+    assert loss_tinted.item() == pytest.approx(2 * torch.log(torch.tensor(g / r)).item() ** 2, rel=1e-4)
+    assert dark_colour_loss(_to_model(grey_in_dark), _to_model(low), dark_luma=10.0).item() == pytest.approx(0.0)
+
+
+def test_dark_colour_loss_ignores_images_without_dark_pixels_and_pulls_channels_together() -> None:
+    low = _to_model(torch.full((2, 3, 8, 8), 2.0))
+    low[1] = _to_model(torch.full((3, 8, 8), 120.0))  # no dark pixel: contributes 0
+    out = _to_model(torch.tensor([90.0, 150.0, 90.0]).view(1, 3, 1, 1).repeat(2, 1, 8, 8)).requires_grad_()
+    loss = dark_colour_loss(out, low, dark_luma=10.0)
+    loss.backward()
+    assert loss.item() > 0
+    assert out.grad[1].abs().sum() == 0
+    assert out.grad[0, 1].sum() > 0 > out.grad[0, 0].sum()  # descent lowers green, raises red

@@ -14,6 +14,7 @@ from enlighten_ray.config import LossSettings
 __all__ = [
     "EnlightenGANLoss",
     "crop_patches",
+    "dark_colour_loss",
     "lsgan_d_loss",
     "lsgan_g_loss",
     "random_patch_offsets",
@@ -59,6 +60,25 @@ def sfp_loss(vgg: nn.Module, output: torch.Tensor, low: torch.Tensor) -> torch.T
 def teacher_l1(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     """The warm start's regression to the classical teacher (both in [-1, 1])."""
     return F.l1_loss(output.float(), teacher.float())
+
+
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def dark_colour_loss(output: torch.Tensor, low_input: torch.Tensor, dark_luma: float) -> torch.Tensor:
+    """Mean over images of the squared log-ratios between the output's channel means, taken over the
+    pixels where the input's luma (0-255) is below `dark_luma`; images with fewer than 16 such
+    pixels count 0. Scale-free: a cast of ratio r costs about log(r)^2 whatever the brightness."""
+    rgb = (low_input.detach().float() + 1.0) * 127.5
+    luma = sum(w * rgb[:, c] for c, w in enumerate(_LUMA))
+    mask = (luma < dark_luma).unsqueeze(1).to(output.dtype)  # (B, 1, H, W)
+    count = mask.sum(dim=(2, 3))  # (B, 1)
+    out = (output.float() + 1.0) / 2.0
+    means = (out * mask).sum(dim=(2, 3)) / count.clamp(min=1.0)  # (B, 3)
+    logs = torch.log(means.clamp(min=0.0) + 1.0 / 64)  # damped: casts of outputs that stay near black do not count
+    pairs = (logs[:, [0, 0, 1]] - logs[:, [1, 2, 2]]) ** 2
+    used = (count[:, 0] >= 16).float()
+    return (pairs.sum(dim=1) * used).sum() / output.shape[0]
 
 
 def random_patch_offsets(
@@ -122,6 +142,9 @@ class EnlightenGANLoss:
 
         total = cfg.global_weight * g_global + cfg.local_weight * g_local + cfg.sfp_weight * sfp
         metrics = {"g_global": g_global, "g_local": g_local, "sfp": sfp}
+        if cfg.dark_colour_weight > 0:
+            metrics["dark_colour"] = dark_colour_loss(fake, low_input, cfg.dark_luma)
+            total = total + cfg.dark_colour_weight * metrics["dark_colour"]
         if anchor > 0 and teacher is not None:
             metrics["teacher_l1"] = teacher_l1(fake, teacher)
             total = total + anchor * metrics["teacher_l1"]
