@@ -162,3 +162,42 @@ def test_remote_video_segment_is_read_by_ranges(bucket, tmp_path: Path) -> None:
         want = {f.pts: f.rgb for f in reader.frames(start, end)}
     assert sorted(got) == sorted(want) and len(got) == 12
     assert all(np.array_equal(got[p], want[p]) for p in want)
+
+
+def test_weights_info_export_and_enhance_take_uris(bucket, tmp_path: Path, capsys) -> None:
+    from PIL import Image
+
+    from enlighten_ray.cli import main
+    from enlighten_ray.models.weights import load_generator, weights_id
+
+    name, client = bucket
+    run = tmp_path / "run"
+    for i, stamp in enumerate(["2026-01-01_00-00-00.000000", "2026-01-02_00-00-00.000000"]):
+        torch.manual_seed(i)
+        save_generator(EnlightenGenerator(width=4), run / f"checkpoint_{stamp}" / "generator.pt", {"epoch": i + 1})
+    upload(client, name, run, "runs/night")
+    newest = run / "checkpoint_2026-01-02_00-00-00.000000" / "generator.pt"
+
+    assert main(["info", f"s3://{name}/runs/night", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["path"] == f"s3://{name}/runs/night/checkpoint_2026-01-02_00-00-00.000000/generator.pt"
+    assert shown["id"] == weights_id(newest) and shown["meta"]["epoch"] == 2
+
+    assert main(["export", f"s3://{name}/runs/night", f"s3://{name}/models/night.pt", "--half"]) == 0
+    written = [k for k in keys(client, name, "models/") if not k.endswith("/")]  # pyarrow marks folders
+    assert written == ["models/night.pt"]  # no partial object left beside it
+    model, info = load_generator(f"s3://{name}/models/night.pt")
+    reference, _ = load_generator(newest)
+    for a, b in zip(model.state_dict().values(), reference.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-2)
+    assert info.meta["exported_from"] == shown["path"]
+
+    Image.fromarray(np.full((32, 48, 3), 20, np.uint8)).save(tmp_path / "dark.png")
+    args = ["enhance", str(tmp_path / "dark.png"), str(tmp_path / "bright.png"), "-q"]
+    assert main([*args, "--weights", f"s3://{name}/models/night.pt"]) == 0
+    assert (tmp_path / "bright.png").is_file()
+    capsys.readouterr()
+
+    assert main(["info", f"s3://{name}/runs/missing"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"enlighten-ray: error: s3://{name}/runs/missing: no such weights file or directory"]

@@ -53,7 +53,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     q = sub.add_parser("table", help="the paper's Table 1 (mean NIQE on MEF, LIME, NPE, VV, DICM) for a model")
     q.add_argument(
-        "--weights", help="generator file, checkpoint or run directory, or *_net_G_A.pth (default: the shipped model)"
+        "--weights",
+        help="generator file, checkpoint or run directory, or *_net_G_A.pth, as a path or URI "
+        "(default: the shipped model)",
     )
     q.add_argument("--data", required=True, metavar="DIR", help="folder holding MEF, LIME, NPE, VV, DICM")
     q.add_argument(

@@ -19,7 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "weights",
         nargs="?",
-        help="generator file, *_net_G_A.pth, checkpoint or run directory (default: the shipped model)",
+        help="generator file, *_net_G_A.pth, checkpoint or run directory, as a path or URI "
+        "(s3://...; default: the shipped model)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=run)

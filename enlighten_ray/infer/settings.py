@@ -76,8 +76,9 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--weights",
         metavar="PATH",
-        help="our generator file, a training checkpoint or run directory, or the authors' *_net_G_A.pth "
-        "(default: the model that ships with the package; `enlighten-ray info` describes it)",
+        help="our generator file, a training checkpoint or run directory, or the authors' *_net_G_A.pth, "
+        "as a path or URI (s3://bucket/runs/night) (default: the model that ships with the package; "
+        "`enlighten-ray info` describes it)",
     )
     p.add_argument(
         "--precision",

@@ -7,16 +7,23 @@ precision, with a JSON card beside it saying what it was trained on and how it s
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
 
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.io.storage import Location, stored
 from enlighten_ray.models.generator import EnlightenGenerator
 
 __all__ = [
@@ -24,6 +31,7 @@ __all__ = [
     "FORMAT",
     "ModelInfo",
     "find_generator_file",
+    "is_uri",
     "load_generator",
     "read_card",
     "read_generator_file",
@@ -36,11 +44,22 @@ GENERATOR_FILE = "generator.pt"
 DEFAULT_WEIGHTS = Path(__file__).parents[1] / "assets" / "enlightengan-cpu.pt"
 
 
+def is_uri(path: str | Path | None) -> bool:
+    """A weights location on a store pyarrow opens (s3://, gs://, file://, ...) rather than a local path."""
+    return path is not None and "://" in str(path)
+
+
 def save_generator(
     model: EnlightenGenerator, path: str | Path, meta: dict[str, Any] | None = None, half: bool = False
-) -> Path:
+) -> str | Path:
     """Write our generator file atomically: {format, version, config, state_dict, meta}. `half`
-    stores floating-point tensors in fp16 (half the size; loading casts them back to fp32)."""
+    stores floating-point tensors in fp16 (half the size; loading casts them back to fp32).
+    A URI is uploaded whole once written (an object appears only when complete)."""
+    if is_uri(path):
+        loc = Location(str(path))
+        with stored(loc, loc.root) as tmp:
+            save_generator(model, tmp, meta, half)
+        return str(path)
     model = getattr(model, "module", model)  # accept a DDP-wrapped model
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if half:
@@ -66,6 +85,45 @@ def read_card(weights: str | Path) -> dict[str, Any]:
         return json.loads(card.read_text())
     except (OSError, ValueError) as exc:
         raise BadInputError(card, f"cannot read the model card beside the weights ({exc})") from exc
+
+
+def _remote_generator_file(loc: Location) -> str:
+    """find_generator_file on a store: the file itself, a checkpoint's or the newest checkpoint's."""
+    try:
+        kind = loc.fs.get_file_info(loc.root).type
+        if kind == pafs.FileType.File:
+            return loc.root
+        if kind == pafs.FileType.NotFound:
+            raise BadInputError(loc.uri, "no such weights file or directory")
+        if loc.is_file(loc.path(GENERATOR_FILE)):
+            return loc.path(GENERATOR_FILE)
+        files = [PurePosixPath(i.path) for i in loc.fs.get_file_info(pafs.FileSelector(loc.root, recursive=True))]
+    except OSError as exc:
+        raise BadInputError(loc.uri, f"cannot read ({reason(exc)})") from exc
+    found = sorted(
+        (p for p in files if p.name == GENERATOR_FILE and p.parent.name.startswith("checkpoint_")),
+        key=lambda p: p.parent.name,
+    )
+    if not found:
+        raise BadInputError(loc.uri, f"no {GENERATOR_FILE} in this directory or its checkpoints")
+    return str(found[-1])
+
+
+@contextlib.contextmanager
+def _fetched(uri: str) -> Iterator[tuple[Path, str]]:
+    """A weights URI as a local copy (with its card beside it) and the URI of the file it names."""
+    loc = Location(uri)
+    remote = _remote_generator_file(loc)
+    with tempfile.TemporaryDirectory(prefix="enlighten-weights-") as tmp:
+        local = Path(tmp) / PurePosixPath(remote).name
+        card = str(PurePosixPath(remote).with_suffix(".json"))
+        for src, dst in [(remote, local)] + ([(card, local.with_suffix(".json"))] if loc.is_file(card) else []):
+            try:
+                with loc.fs.open_input_stream(src) as f, open(dst, "wb") as out:
+                    shutil.copyfileobj(f, out, 1 << 20)
+            except OSError as exc:
+                raise BadInputError(loc.show(src), f"cannot download ({reason(exc)})") from exc
+        yield local, loc.show(remote)
 
 
 def find_generator_file(path: str | Path | None) -> Path:
@@ -151,7 +209,12 @@ def weights_id(path: str | Path) -> str:
 def load_generator(
     path: str | Path | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[EnlightenGenerator, ModelInfo]:
-    """The generator in eval mode and what it is; `path` None is the shipped model."""
+    """The generator in eval mode and what it is; `path` None is the shipped model. A URI
+    (s3://bucket/run, gs://.../generator.pt) is read through the same storage layer as the data."""
+    if is_uri(path):
+        with _fetched(str(path)) as (local, remote):
+            model, info = load_generator(local, map_location)
+        return model, dataclasses.replace(info, path=remote)
     file = find_generator_file(path)
     state, config, origin, meta = read_generator_file(file)
     model = EnlightenGenerator(**config)
