@@ -287,3 +287,35 @@ def test_nothing_to_do_names_a_single_unsupported_file(tmp_path: Path) -> None:
     (tmp_path / "a.heic").write_bytes(b"x")
     assert "not an image or video file" in str(Location(str(tmp_path / "a.heic")).nothing_to_do())
     assert "ignored 1 files (a.heic)" in str(Location(str(tmp_path)).nothing_to_do())
+
+
+def test_one_planner_for_both_runners_refuses_shared_outputs_and_only_the_cleanup_step_deletes(
+    tmp_path: Path,
+) -> None:
+    from enlighten_ray.infer.local import plan_jobs
+    from enlighten_ray.infer.plan import plan_outputs, remove_partials, skip_existing
+    from enlighten_ray.io.storage import Location
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(frame_rgb(1, (16, 16))).save(src / name)
+    make_video(src / "clip.avi", [0, 40], audio_seconds=0)  # .avi is written as .mkv ...
+    shutil.copy(src / "clip.avi", src / "clip.webm")  # ... and so is .webm: one output for two inputs
+    (dst).mkdir()
+    (dst / "a.png").write_bytes(b"done earlier")
+    stale = dst / ".b.x1y2.partial.png"
+    stale.write_bytes(b"a killed run's half-written file")
+
+    plan = plan_outputs(Location(str(src)), Location(str(dst)), skip_existing(Location(str(dst)).listing()))
+    assert stale.exists()  # planning reads listings only
+    assert [t.rel for t in plan.skipped] == ["a.png"]
+    assert sorted(t.out_rel for t in plan.todo) == ["b.png", "clip.mkv"]
+    assert len(plan.failed) == 1 and "is also the output of" in plan.failed[0][2]
+    assert remove_partials([Location(str(dst))]) == 1 and not stale.exists()
+
+    stale.write_bytes(b"again")
+    local = plan_jobs(src, dst)  # enhance's folder planning: the same planner, then the cleanup step
+    assert not stale.exists()
+    assert [j.dst for j in local.skipped] == [dst / "a.png"] and len(local.failed) == 1
+    assert {j.dst for j in plan_jobs(src, dst, overwrite=True).todo} == {dst / "a.png", dst / "b.png", dst / "clip.mkv"}

@@ -23,16 +23,16 @@ from tqdm import tqdm
 
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.enhancer import Enhancer
-from enlighten_ray.infer.plan import output_name
+from enlighten_ray.infer.plan import Target, never_skip, plan_outputs, remove_partials, skip_existing
 from enlighten_ray.infer.progress import progress_bar
 from enlighten_ray.infer.rows import Summary
 from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter
 from enlighten_ray.io.images import IMAGE_EXTENSIONS, media_kind, read_image, write_image
-from enlighten_ray.io.storage import Location, relative_path
+from enlighten_ray.io.storage import Location
 from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader
 
-__all__ = ["Job", "Summary", "enhance_image", "enhance_path", "enhance_video", "plan_jobs"]
+__all__ = ["Job", "LocalPlan", "Summary", "enhance_image", "enhance_path", "enhance_video", "plan_jobs"]
 
 # Decoded batches waiting for the model, and enhanced batches waiting for the encoder.
 QUEUE_BATCHES = 3
@@ -199,14 +199,22 @@ class Job:
     kind: str  # "image" or "video"
 
 
-def plan_jobs(src: str | Path, dst: str | Path) -> list[Job]:
+@dataclass
+class LocalPlan:
+    todo: list[Job] = field(default_factory=list)
+    skipped: list[Job] = field(default_factory=list)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (source, "plan", error)
+
+
+def plan_jobs(src: str | Path, dst: str | Path, overwrite: bool = False) -> LocalPlan:
     """Pair inputs with outputs. A file goes to `dst` (or into it when it is a folder); a folder's
-    images and videos go to the same relative paths under `dst`. Never an output on an input."""
+    images and videos go to the same relative paths under `dst`, through the batch job's planner.
+    Never an output on an input; existing outputs are skipped unless `overwrite`."""
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise BadInputError(src, "no such file or folder")
     if src.is_dir():
-        return _plan_folder(src, dst)
+        return _plan_folder(src, dst, overwrite)
     kind = media_kind(src)
     if kind is None:
         raise BadInputError(src, "not an image or video file (unknown extension)")
@@ -215,7 +223,8 @@ def plan_jobs(src: str | Path, dst: str | Path) -> list[Job]:
     _check_output_kind(src, dst, kind)
     if dst.resolve() == src.resolve():
         raise BadInputError(dst, "is the input itself: choose another OUTPUT")
-    return [Job(src, dst, kind)]
+    job = Job(src, dst, kind)
+    return LocalPlan(skipped=[job]) if dst.exists() and not overwrite else LocalPlan(todo=[job])
 
 
 def _check_output_kind(src: Path, dst: Path, kind: str) -> None:
@@ -226,19 +235,21 @@ def _check_output_kind(src: Path, dst: Path, kind: str) -> None:
         raise BadInputError(dst, f"a video needs a video OUTPUT ({', '.join(sorted(OUTPUT_FORMATS))})")
 
 
-def _plan_folder(src: Path, dst: Path) -> list[Job]:
+def _plan_folder(src: Path, dst: Path, overwrite: bool) -> LocalPlan:
     if dst.exists() and not dst.is_dir():
         raise BadInputError(dst, "INPUT is a folder, so OUTPUT must be a folder")
     if dst.resolve() == src.resolve():
         raise BadInputError(dst, "is the input folder: outputs would replace the inputs")
-    root = src.resolve()
-    jobs = []
-    for path, kind, _ in Location(str(root)).media(exclude=(str(dst.resolve()),)):
-        rel = relative_path(path, root)
-        jobs.append(Job(src / rel, dst / output_name(rel.as_posix(), kind), kind))
-    if not jobs:
-        raise Location(str(root)).nothing_to_do()
-    return sorted(jobs, key=lambda j: j.src)
+    source, output = Location(str(src)), Location(str(dst))
+    remove_partials([output])
+    plan = plan_outputs(source, output, never_skip if overwrite else skip_existing(output.listing()))
+    if plan.empty:
+        raise source.nothing_to_do()
+
+    def job(t: Target) -> Job:  # the user's own spelling of the folders, relative paths included
+        return Job(src / t.rel, dst / t.out_rel, t.kind)
+
+    return LocalPlan([job(t) for t in plan.todo], [job(t) for t in plan.skipped], plan.failed)
 
 
 def enhance_path(
@@ -253,16 +264,16 @@ def enhance_path(
 ) -> Summary:
     """Enhance a file or a folder. Existing outputs are skipped unless `overwrite`. In a folder a bad
     file is reported on one line and the rest still done; a single bad file raises BadInputError."""
-    jobs = plan_jobs(src, dst)
+    plan = plan_jobs(src, dst, overwrite)
     single = Path(src).is_file()
-    summary = Summary()
-    images = sum(j.kind == "image" for j in jobs)
+    summary = Summary(skipped=len(plan.skipped), failed=list(plan.failed))
+    for job in plan.skipped:
+        _say(f"skipped {job.src}: {job.dst} exists (use --overwrite to replace it)")
+    for _, _, error in plan.failed:
+        _say(f"enlighten-ray: error: {error}")
+    images = sum(j.kind == "image" for j in plan.todo)
     with progress_bar(images, "image", "images", progress if images > 1 else False) as bar:
-        for job in jobs:
-            if job.dst.exists() and not overwrite:
-                summary.skipped += 1
-                _say(f"skipped {job.src}: {job.dst} exists (use --overwrite to replace it)")
-                continue
+        for job in plan.todo:
             try:
                 if job.kind == "image":
                     enhance_image(job.src, job.dst, enhancer)
@@ -273,9 +284,8 @@ def enhance_path(
                 error = exc if isinstance(exc, BadInputError) else BadInputError(job.src, _describe(exc))
                 if single:
                     raise error from exc
-                message = str(error)
-                summary.failed.append((str(job.src), "enhance", message))
-                _say(f"enlighten-ray: error: {message}")
+                summary.failed.append((str(job.src), "enhance", str(error)))
+                _say(f"enlighten-ray: error: {error}")
                 continue
             summary.done += 1
     return summary

@@ -1,5 +1,6 @@
-"""Planning the batch job: which output each input gets (never an input, never twice, finished
-ones skipped), and where each video is cut into segments that actors enhance independently."""
+"""Planning both runners: which output each input gets (never an input, never twice, finished ones
+skipped by a policy), the cleanup of what a killed run left, and where the batch job cuts each
+video into segments that actors enhance independently."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import bisect
 import hashlib
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
@@ -14,19 +16,59 @@ import pyarrow as pa
 
 from enlighten_ray.errors import reason
 from enlighten_ray.infer.ledger import Ledger
-from enlighten_ray.infer.rows import OPEN, PARTS, SEGMENT, BatchOptions, segment_row
+from enlighten_ray.infer.rows import OPEN, SEGMENT, segment_row
 from enlighten_ray.io.atomic import is_partial
-from enlighten_ray.io.images import media_kind
 from enlighten_ray.io.storage import Location, opened
 from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader, scan_packets
 
 
+@dataclass(frozen=True)
+class Target:
+    """An input and the output the planner gave it."""
+
+    src: str  # on the input's filesystem
+    rel: str  # relative to INPUT (the file's own name when INPUT is one file)
+    dst: str  # on the output's filesystem
+    out_rel: str  # dst relative to its output root
+    kind: str  # "image" or "video"
+    version: str  # size:mtime of the source, as planned
+    shown: str  # src as logs and the manifest write it
+    shown_dst: str  # dst likewise
+
+
 @dataclass
 class Plan:
-    images: list[dict] = field(default_factory=list)  # {src, dst}
-    videos: list[dict] = field(default_factory=list)  # {src, dst, parts}
-    skipped: int = 0
-    failed: list[tuple[str, str, str]] = field(default_factory=list)
+    todo: list[Target] = field(default_factory=list)
+    skipped: list[Target] = field(default_factory=list)  # finished by an earlier run (the skip policy says)
+    failed: list[tuple[str, str, str]] = field(default_factory=list)  # (source, "plan", error)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.todo or self.skipped or self.failed)
+
+
+Skip = Callable[[Target], bool]  # the skip policy: is this target's output already complete?
+
+
+def never_skip(target: Target) -> bool:
+    return False
+
+
+def skip_existing(existing: set[str]) -> Skip:
+    """`enhance`'s policy: an output that exists is complete (`--overwrite` uses never_skip)."""
+    return lambda t: t.dst in existing
+
+
+def skip_recorded(ledger: Ledger, existing: set[str]) -> Skip:
+    """The batch job's policy: done = recorded in the manifest with these weights and settings, from
+    this very source version, and still there."""
+    finished = ledger.completed()
+
+    def skip(t: Target) -> bool:
+        entry = finished.get(t.shown_dst)
+        return entry is not None and entry.get("source_version") == t.version and t.dst in existing
+
+    return skip
 
 
 def output_name(rel: str, kind: str, image_format: str | None = None) -> str:
@@ -38,12 +80,12 @@ def output_name(rel: str, kind: str, image_format: str | None = None) -> str:
     return rel if path.suffix.lower() in OUTPUT_FORMATS else str(path.with_suffix(".mkv"))
 
 
-def _list_inputs(source: Location, exclude: list[Location]) -> list[tuple[str, str, str]]:
-    """(path on the input filesystem, path relative to the input, version) of every image and video."""
+def _list_inputs(source: Location, exclude: list[Location]) -> list[tuple[str, str, str, str]]:
+    """(path on the input filesystem, path relative to the input, kind, version) of every image and video."""
     files = source.media(exclude=tuple(x.root for x in exclude))
     if len(files) == 1 and files[0].path == source.root:
-        return [(source.root, PurePosixPath(source.root).name, files[0].version)]
-    return [(path, path[len(source.root.rstrip("/")) + 1 :], version) for path, _, version in files]
+        return [(source.root, PurePosixPath(source.root).name, files[0].kind, files[0].version)]
+    return [(path, path[len(source.root.rstrip("/")) + 1 :], kind, version) for path, kind, version in files]
 
 
 def output_id(weights_id: str, pixel_settings: dict) -> str:
@@ -54,58 +96,53 @@ def output_id(weights_id: str, pixel_settings: dict) -> str:
 
 
 def plan_outputs(
-    opts: BatchOptions, source: Location, output: Location, frames: Location | None, ledger: Ledger
+    source: Location,
+    output: Location,
+    skip: Skip = never_skip,
+    frames: Location | None = None,
+    image_format: str | None = None,
 ) -> Plan:
+    """The one planner of both runners: every input under `source` gets its output under `output`
+    (videos a frames folder under `frames` when given), never onto an input and never one output for
+    two inputs; `skip` says which are complete. Reads listings only: it deletes nothing."""
     outs = [output] + ([frames] if frames else [])
     inputs = _list_inputs(source, [x for x in outs if source.contains(x.root)])
-    finished = ledger.completed()
-    existing = set()
-    for loc in outs:
-        listing = loc.listing()
-        existing |= listing - _remove_partials(loc, listing)
+    input_names = {source.show(p) for p, _, _, _ in inputs}
     plan = Plan()
     claimed: dict[str, str] = {}
-    input_names = {source.show(p) for p, _, _ in inputs}
-    for path, rel, version in inputs:
-        kind = media_kind(path)
-        if kind == "video" and frames is not None:
-            dst = frames.path(rel)  # a folder named like the video: frames/cam1/night.mp4/000000.png
+    for path, rel, kind, version in inputs:
+        root = frames if kind == "video" and frames else output
+        out_rel = rel if root is frames else output_name(rel, kind, image_format)
+        dst = root.path(out_rel)
+        target = Target(path, rel, dst, out_rel, kind, version, source.show(path), root.show(dst))
+        if target.shown_dst in input_names:
+            plan.failed.append((target.shown, "plan", f"{target.shown}: its output would replace an input"))
+        elif target.dst in claimed:
+            error = f"{target.shown}: its output {target.shown_dst} is also the output of {claimed[target.dst]}"
+            plan.failed.append((target.shown, "plan", error))
         else:
-            dst = output.path(output_name(rel, kind, opts.format))
-        if (frames if kind == "video" and frames else output).show(dst) in input_names:
-            plan.failed.append((source.show(path), "plan", f"{source.show(path)}: its output would replace an input"))
-            continue
-        if dst in claimed:
-            error = f"{source.show(path)}: its output {dst} is also the output of {claimed[dst]}"
-            plan.failed.append((source.show(path), "plan", error))
-            continue
-        claimed[dst] = source.show(path)
-        ledger.versions[source.show(path)] = version
-        shown = (frames if kind == "video" and frames else output).show(dst)
-        # Done = recorded with these weights and settings, from this very source, and still there.
-        if shown in finished and finished[shown].get("source_version") == version and dst in existing:
-            plan.skipped += 1
-            continue
-        row = {"src": path, "dst": dst}
-        if kind == "image":
-            plan.images.append(row)
-        else:
-            row["parts"] = output.path(f"{PARTS}/{ledger.weights_id}/{rel}")
-            plan.videos.append(row)
+            claimed[target.dst] = target.shown
+            (plan.skipped if skip(target) else plan.todo).append(target)
     return plan
 
 
-def _remove_partials(loc: Location, listing: set[str]) -> set[str]:
-    """Delete the temporary files a killed run left mid-write (local outputs only: object-store
-    outputs are uploaded whole). Assumes one job per output folder."""
-    stale = {p for p in listing if is_partial(p)} if loc.is_local else set()
-    for path in sorted(stale):
-        loc.fs.delete_file(path)
-    if stale:
-        print(
-            f"enlighten-ray: removed {len(stale)} unfinished files of an earlier run under {loc.uri}", file=sys.stderr
-        )
-    return stale
+def remove_partials(locations: list[Location]) -> int:
+    """The run's cleanup step: delete the temporary files a killed run left mid-write under local
+    output folders (object-store outputs are uploaded whole). Assumes one job per output folder."""
+    removed = 0
+    for loc in locations:
+        if not loc.is_local or not loc.exists(loc.root):
+            continue
+        stale = sorted(p for p in loc.listing() if is_partial(p))
+        for path in stale:
+            loc.fs.delete_file(path)
+        if stale:
+            print(
+                f"enlighten-ray: removed {len(stale)} unfinished files of an earlier run under {loc.uri}",
+                file=sys.stderr,
+            )
+        removed += len(stale)
+    return removed
 
 
 def cut_points(keyframes: list[int], time_base: float, segment_seconds: float) -> list[int]:

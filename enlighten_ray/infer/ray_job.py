@@ -33,7 +33,7 @@ import ray.data
 
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.ledger import Ledger
-from enlighten_ray.infer.plan import output_id, plan_outputs, plan_segments
+from enlighten_ray.infer.plan import Plan, output_id, plan_outputs, plan_segments, remove_partials, skip_recorded
 from enlighten_ray.infer.rows import PARTS, BatchOptions, Summary
 from enlighten_ray.infer.settings import FRAME_FORMATS
 from enlighten_ray.infer.stages import (
@@ -121,25 +121,42 @@ def run(opts: BatchOptions) -> Summary:
     # its rows as lost (and a re-run retries them).
     ctx.max_errored_blocks = -1
     try:
-        plan = plan_outputs(opts, source, output, frames, ledger)
-        if not (plan.images or plan.videos or plan.skipped or plan.failed):
+        plan = _plan(opts, source, output, frames, ledger)
+        if plan.empty:
             raise source.nothing_to_do()
-        summary = Summary(skipped=plan.skipped)
+        summary = Summary(skipped=len(plan.skipped))
         for path, stage, error in plan.failed:
             ledger.failed(path, stage, error)
             summary.failed.append((path, stage, error))
         model_ref = ray.put(model)
-        if plan.images:
-            _run_images(opts, plan.images, model_ref, source, output, ledger, summary)
+        images = [{"src": t.src, "dst": t.dst} for t in plan.todo if t.kind == "image"]
+        videos = [
+            {"src": t.src, "dst": t.dst, "parts": output.path(f"{PARTS}/{ledger.weights_id}/{t.rel}")}
+            for t in plan.todo
+            if t.kind == "video"
+        ]
+        if images:
+            _run_images(opts, images, model_ref, source, output, ledger, summary)
             ledger.upload()  # on object stores: the images' record lands before the long video phase
-        if plan.videos:
-            _run_videos(opts, plan.videos, model_ref, source, output, frames, ledger, summary)
+        if videos:
+            _run_videos(opts, videos, model_ref, source, output, frames, ledger, summary)
     finally:
         ctx.max_errored_blocks = saved
         ledger.close()
     _prune_empty(output, output.path(PARTS))
     print(f"enlighten-ray: {summary.line()}", file=sys.stderr)
     return summary
+
+
+def _plan(opts: BatchOptions, source: Location, output: Location, frames: Location | None, ledger: Ledger) -> Plan:
+    """Clean up after a killed run, then plan with the manifest's skip policy."""
+    outs = [x for x in (output, frames) if x]
+    remove_partials(outs)
+    existing = set().union(*(x.listing() for x in outs))
+    plan = plan_outputs(source, output, skip_recorded(ledger, existing), frames, opts.format)
+    for t in plan.todo + plan.skipped:
+        ledger.versions[t.shown] = t.version  # recorded with the output when it is done
+    return plan
 
 
 def _prune_empty(loc: Location, folder: str) -> None:
