@@ -319,3 +319,35 @@ def test_one_planner_for_both_runners_refuses_shared_outputs_and_only_the_cleanu
     assert not stale.exists()
     assert [j.dst for j in local.skipped] == [dst / "a.png"] and len(local.failed) == 1
     assert {j.dst for j in plan_jobs(src, dst, overwrite=True).todo} == {dst / "a.png", dst / "b.png", dst / "clip.mkv"}
+
+
+def test_compiled_generator_matches_eager_and_auto_compiles_only_for_long_videos() -> None:
+    from enlighten_ray.infer.enhancer import COMPILE_MIN_FRAMES
+
+    torch.manual_seed(0)
+    model = EnlightenGenerator(width=4)
+    frames = np.random.default_rng(0).integers(0, 80, (2, 48, 64, 3), dtype=np.uint8)
+    eager = Enhancer(model, device="cpu", precision="fp32", compile="off")
+    eager.prepare(10**6)
+    auto = Enhancer(model, device="cpu", precision="fp32")
+    auto.prepare(COMPILE_MIN_FRAMES - 1)
+    assert eager._forward is eager.model and auto._forward is auto.model  # nothing to repay a compile
+    auto.prepare(COMPILE_MIN_FRAMES)
+    assert auto._forward is not auto.model
+    diff = np.abs(auto(frames).astype(np.int16) - eager(frames).astype(np.int16))
+    assert (diff <= 1).mean() >= 0.999
+
+
+def test_a_failing_compiler_falls_back_to_the_eager_generator(caplog: pytest.LogCaptureFixture) -> None:
+    from enlighten_ray.infer import enhancer as enhancer_module
+
+    def broken_backend(graph, example_inputs):
+        raise RuntimeError("no C++ compiler here")
+
+    torch.manual_seed(0)
+    model = EnlightenGenerator(width=4).eval()
+    forward = enhancer_module._compiled(model, backend=broken_backend)
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.inference_mode():
+        assert torch.equal(forward(x, strength=1.0), model(x))
+    assert "torch.compile failed" in caplog.text and "running the generator uncompiled" in caplog.text

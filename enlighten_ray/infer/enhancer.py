@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enlighten_ray.devices import native_bf16
-from enlighten_ray.errors import BadInputError
+from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.settings import PRECISIONS, EnhanceSettings
 from enlighten_ray.models.generator import from_model_range, to_model_range
 from enlighten_ray.models.weights import load_generator
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 AUTO_TILE_SIDE = 2048
 AUTO_TILE = 1024
 TILE_OVERLAP = 64
+# torch.compile (inductor) ran the generator 1.5x faster than eager fp32 at 640x360 on 2 AMD EPYC
+# cores, after ~37 s of compiling: auto compiles for a video of at least this many frames.
+COMPILE_MIN_FRAMES = 150
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -95,7 +98,16 @@ class Enhancer:
         dtype = torch.bfloat16 if precision == "bf16" else torch.float32
         if next(model.parameters()).dtype != dtype:
             model = copy.deepcopy(model).to(dtype=dtype)
-        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval().requires_grad_(False)
+        self.compile = settings.compile
+        self._forward: Callable[..., torch.Tensor] = self.model
+
+    def prepare(self, frames: int) -> None:
+        """Before `frames` frames of one size (a video): compile the generator when `compile` is on,
+        or auto and the frames are enough to repay the compile. Idempotent."""
+        if self._forward is self.model and self.strength != 0.0:
+            if self.compile == "on" or (self.compile == "auto" and frames >= COMPILE_MIN_FRAMES):
+                self._forward = _compiled(self.model)
 
     @classmethod
     def from_weights(
@@ -145,8 +157,27 @@ class Enhancer:
         if tile is None:
             tile = AUTO_TILE if max(x.shape[-2:]) > AUTO_TILE_SIDE else 0
         if not tile or max(x.shape[-2:]) <= tile:
-            return self.model(x, strength=self.strength)
-        return _tiled(lambda t: self.model(t, strength=self.strength), x, tile, min(TILE_OVERLAP, tile // 4))
+            return self._forward(x, strength=self.strength)
+        return _tiled(lambda t: self._forward(t, strength=self.strength), x, tile, min(TILE_OVERLAP, tile // 4))
+
+
+def _compiled(model: nn.Module, backend: str | Callable = "inductor") -> Callable[..., torch.Tensor]:
+    """`torch.compile(model)`, falling back to `model` for good if compiling fails (inductor needs a
+    C++ compiler on CPUs, Triton on GPUs)."""
+    compiled = torch.compile(model, dynamic=False, backend=backend)
+    current = [compiled]
+
+    def forward(x: torch.Tensor, strength: float) -> torch.Tensor:
+        try:
+            return current[0](x, strength=strength)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager model still works
+            if current[0] is model:
+                raise
+            log.warning("torch.compile failed (%s): running the generator uncompiled", reason(exc))
+            current[0] = model
+            return model(x, strength=strength)
+
+    return forward
 
 
 def _tiled(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:

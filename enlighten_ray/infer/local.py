@@ -109,6 +109,7 @@ def enhance_video(
         info = reader.info
         size = (info.width * 2, info.height) if side_by_side else None
         total = info.frame_count
+        enhancer.prepare(total)
         with (
             atomic_output(dst) as tmp,
             VideoWriter(tmp, info, encoder or EncoderOptions(), size=size, copy_from=src) as writer,

@@ -12,6 +12,7 @@ from enlighten_ray.io.encode import EncoderOptions
 from enlighten_ray.io.filters import DENOISE
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COMPILE = ("auto", "on", "off")
 FRAME_FORMATS = ("png", "jpg", "webp", "parquet")  # the batch job's --frames-format
 MAX_STRENGTH = 2.0
 
@@ -21,7 +22,8 @@ class EnhanceSettings:
     """precision: auto = bf16 on GPUs and CPUs with native bf16, else fp32. strength scales the learned
     residual (0 = unchanged, 1 = the paper). tile: overlapping tiles of this many px (None = automatic
     above 2048 px, 0 = never). max_side: enhance at most this size and apply the change at full size.
-    denoise: the `io.filters.DENOISE` preset videos are deblocked/denoised with before the model."""
+    denoise: the `io.filters.DENOISE` preset videos are deblocked/denoised with before the model.
+    compile: torch.compile the generator (auto = for videos long enough to repay the compile)."""
 
     precision: str = "auto"
     batch_size: int = 4
@@ -29,10 +31,13 @@ class EnhanceSettings:
     tile: int | None = None
     max_side: int | None = None
     denoise: str = "light"
+    compile: str = "auto"
 
     def validate(self) -> EnhanceSettings:
         if self.precision not in PRECISIONS:
             raise BadInputError("--precision", f"'{self.precision}' is not one of {', '.join(PRECISIONS)}")
+        if self.compile not in COMPILE:
+            raise BadInputError("--compile", f"'{self.compile}' is not one of {', '.join(COMPILE)}")
         if self.denoise not in DENOISE:
             raise BadInputError("--denoise", f"'{self.denoise}' is not one of {', '.join(DENOISE)}")
         if self.batch_size < 1:
@@ -52,8 +57,8 @@ class EnhanceSettings:
         return asdict(self)
 
     def pixel_settings(self) -> dict[str, Any]:
-        """The settings that change output pixels (batch size does not)."""
-        return {k: v for k, v in self.as_dict().items() if k != "batch_size"}
+        """The settings that change output pixels (batch size and compiling do not)."""
+        return {k: v for k, v in self.as_dict().items() if k not in ("batch_size", "compile")}
 
 
 def _non_negative(text: str) -> int:
@@ -113,6 +118,13 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
         help="videos: deblock and denoise decoded frames before the model (light: deblock + chroma noise "
         f"reduction; strong: deblock + non-local means; default: {default.denoise})",
     )
+    p.add_argument(
+        "--compile",
+        default=default.compile,
+        choices=COMPILE,
+        help="torch.compile the generator: faster per frame after a compile of about half a minute; auto = "
+        "for videos of at least 150 frames (default: auto)",
+    )
 
 
 def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,4 +148,5 @@ def settings_from_args(args: argparse.Namespace) -> EnhanceSettings:
         tile=args.tile,
         max_side=args.max_side,
         denoise=args.denoise,
+        compile=args.compile,
     ).validate()

@@ -221,6 +221,7 @@ class SegmentPredictor:
             return self._frames(row, reader, start, end)
 
     def _enhanced(self, reader: VideoReader, start: int | None, end: int | None) -> Iterator[tuple[np.ndarray, list]]:
+        self.enhancer.prepare(reader.info.frame_count)  # this actor enhances segments of such videos
         for frames, pts in reader.batches(self.enhancer.batch_size, start, end):
             yield self.enhancer(frames), pts
 
