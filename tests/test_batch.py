@@ -67,7 +67,7 @@ def mtimes(root: Path) -> dict[str, int]:
 
 
 def test_images_enhanced_bad_ones_recorded_and_rerun_redoes_nothing(
-    ray_cluster: object, weights: Path, tmp_path: Path
+    ray_cluster: object, weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     src, out = tmp_path / "in", tmp_path / "out"
     good = mixed_folder(src)
@@ -79,6 +79,7 @@ def test_images_enhanced_bad_ones_recorded_and_rerun_redoes_nothing(
     summary = run(opts)
 
     assert (summary.done, summary.skipped, summary.exit_code) == (6, 0, 1)
+    assert re.search(r"^images: 8/8 images, .* \(done\)$", capsys.readouterr().err, re.M)  # stderr is a log here
     for rel, (size, mode) in good.items():
         with Image.open(out / rel) as img, Image.open(src / rel) as before:
             assert (img.size, img.mode) == (size, mode), rel
@@ -98,9 +99,10 @@ def test_images_enhanced_bad_ones_recorded_and_rerun_redoes_nothing(
     stale = out / "sub" / ".img_009.k1ll3d.partial.png"  # what a SIGKILL mid-write leaves
     stale.parent.mkdir(exist_ok=True)
     stale.write_bytes(b"half a png")
-    again = run(opts)
+    again = run(dataclasses.replace(opts, progress=False))
 
     assert (again.done, again.skipped, len(again.failed), again.exit_code) == (0, 6, 2, 1)
+    assert "images:" not in capsys.readouterr().err  # -q
     assert not stale.exists()
     assert (out / "_manifest.jsonl").read_text() == lines
     after = mtimes(out)
@@ -243,6 +245,8 @@ def test_killed_job_finishes_on_rerun_without_redoing_finished_work(weights: Pat
 
     assert second.returncode == 1, log[-3000:]  # bad.jpg: recorded, the rest done
     assert f"done 1, skipped {len(images)} (already complete), failed 1" in log
+    assert re.search(r"video segments: (\d+)/\1 segments, .* \(done\)", log), log[-3000:]  # a log, not a tty
+    assert "Execution plan of Dataset" not in log  # Ray Data's own logs only with --verbose
     # Parts finished before the kill are reused, not encoded again (an orphaned actor may finish one
     # more before Ray's fate-sharing stops it: that part is whole too, written atomically).
     reused = re.search(r"reused (\d+) video parts", log)

@@ -53,6 +53,8 @@ def add_batch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else CPU actors")
     p.add_argument("--concurrency", type=int, help="model actors (default: one per GPU, or half the CPUs)")
     p.add_argument("--num-cpus", type=int, help="start a new local Ray with this many CPUs instead of joining one")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines (the summary line stays)")
+    p.add_argument("--verbose", action="store_true", help="also show Ray's logs and Ray Data's progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,16 +74,20 @@ def run(args: argparse.Namespace) -> int:
         encoder=encoder_from_args(args),
         num_gpus_per_actor=args.num_gpus_per_actor,
         concurrency=args.concurrency,
+        progress=False if args.quiet else None,
+        verbose=args.verbose,
     )
     from enlighten_ray.cluster import init_ray
     from enlighten_ray.infer.ray_job import check
 
     check(options)  # before Ray starts: a typo costs no cluster start-up and leaves no files
 
+    # Workers' logs reach this terminal only with --verbose; the job prints its own progress.
+    logs = {"log_to_driver": args.verbose, "logging_level": "INFO" if args.verbose else "WARNING"}
     if args.num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
-        init_ray(address="local", num_cpus=args.num_cpus)
+        init_ray(address="local", num_cpus=args.num_cpus, **logs)
     else:
-        init_ray()  # under `ray job submit` (RAY_ADDRESS), a `ray start` cluster, or a new local one
+        init_ray(**logs)  # under `ray job submit` (RAY_ADDRESS), a `ray start` cluster, or a new local one
     return run_job(options).exit_code
 
 

@@ -20,6 +20,7 @@ parts are reused.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
@@ -34,6 +35,7 @@ import ray.data
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.ledger import Ledger
 from enlighten_ray.infer.plan import Plan, output_id, plan_outputs, plan_segments, remove_partials, skip_recorded
+from enlighten_ray.infer.progress import progress_bar
 from enlighten_ray.infer.rows import PARTS, BatchOptions, Summary
 from enlighten_ray.infer.settings import FRAME_FORMATS
 from enlighten_ray.infer.stages import (
@@ -116,7 +118,11 @@ def run(opts: BatchOptions) -> Summary:
     # Outputs made with other pixel or encoder settings are not "already complete".
     ledger = Ledger(output, output_id(info.id, {**opts.settings.pixel_settings(), "encoder": asdict(opts.encoder)}))
     ctx = ray.data.DataContext.get_current()
-    saved = ctx.max_errored_blocks
+    data_log = logging.getLogger("ray.data")
+    saved = ctx.max_errored_blocks, ctx.enable_progress_bars, data_log.level
+    # Without --verbose: the job's own progress lines (infer.progress), not Ray Data's bars and plans.
+    ctx.enable_progress_bars = opts.verbose
+    data_log.setLevel(data_log.level if opts.verbose else logging.ERROR)
     # A block whose task fails for good is dropped instead of failing the job; the driver reports
     # its rows as lost (and a re-run retries them).
     ctx.max_errored_blocks = -1
@@ -141,7 +147,8 @@ def run(opts: BatchOptions) -> Summary:
         if videos:
             _run_videos(opts, videos, model_ref, source, output, frames, ledger, summary)
     finally:
-        ctx.max_errored_blocks = saved
+        ctx.max_errored_blocks, ctx.enable_progress_bars, level = saved
+        data_log.setLevel(level)
         ledger.close()
     _prune_empty(output, output.path(PARTS))
     print(f"enlighten-ray: {summary.line()}", file=sys.stderr)
@@ -214,9 +221,11 @@ def _run_images(
         write_images, fn_kwargs={"output": output, "source": source}, batch_format="pyarrow", batch_size=None
     )
     pending = {source.show(r["src"]) for r in rows}
-    for row in ds.iter_rows():
-        pending.discard(row["src"])
-        _record(ledger, summary, row, "image", output.show(row["dst"]))
+    with progress_bar(len(rows), "image", "images", opts.progress) as bar:
+        for row in ds.iter_rows():
+            pending.discard(row["src"])
+            _record(ledger, summary, row, "image", output.show(row["dst"]))
+            bar.update()
     _lost(ledger, summary, sorted(pending))
 
 
@@ -254,9 +263,11 @@ def _run_videos(
         **actor_args,
     )
     joiner = _Joiner(source, output, ledger, summary, {source.show(v["src"]): v for v in videos}, segments)
-    for row in ds.iter_rows():
-        summary.reused_parts += row["reused"]
-        joiner.add(row, frames)
+    with progress_bar(len(todo), "segment", "video segments", opts.progress) as bar:
+        for row in ds.iter_rows():
+            summary.reused_parts += row["reused"]
+            joiner.add(row, frames)
+            bar.update()
     joiner.finish_all()
 
 

@@ -32,6 +32,8 @@ class BatchOptions:
     encoder: EncoderOptions = field(default_factory=EncoderOptions)  # video outputs' segments
     num_gpus_per_actor: float | None = None  # None: 1 when the cluster has GPUs, else CPU actors
     concurrency: int | None = None  # actors; None: one per GPU, or half the cluster's CPUs
+    progress: bool | None = None  # None: a bar on a terminal, a line every ~10 s in a log; False: none
+    verbose: bool = False  # Ray Data's own progress bars and logs as well
 
 
 SEGMENT = pa.schema(
