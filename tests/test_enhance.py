@@ -241,11 +241,11 @@ def test_a_folder_without_supported_media_says_what_it_ignored(
 ) -> None:
     src = tmp_path / "raw"
     src.mkdir()
-    for name in ("a.heic", "b.dng", "notes.txt"):
+    for name in ("a.cr2", "b.dng", "notes.txt"):
         (src / name).write_bytes(b"x")
     assert main(["enhance", str(src), str(tmp_path / "out"), "--weights", str(weights)]) == 2
     err = capsys.readouterr().err
-    assert "ignored 3 files (a.heic, b.dng, notes.txt)" in err and ".jpg" in err
+    assert "ignored 3 files (a.cr2, b.dng, notes.txt)" in err and ".jpg" in err
     (tmp_path / "empty").mkdir()
     assert main(["enhance", str(tmp_path / "empty"), str(tmp_path / "out"), "--weights", str(weights)]) == 2
     assert "is empty" in capsys.readouterr().err
@@ -284,9 +284,9 @@ def test_side_by_side_shows_each_frame_as_decoded_beside_its_enhanced_copy(tmp_p
 def test_nothing_to_do_names_a_single_unsupported_file(tmp_path: Path) -> None:
     from enlighten_ray.io.storage import Location
 
-    (tmp_path / "a.heic").write_bytes(b"x")
-    assert "not an image or video file" in str(Location(str(tmp_path / "a.heic")).nothing_to_do())
-    assert "ignored 1 files (a.heic)" in str(Location(str(tmp_path)).nothing_to_do())
+    (tmp_path / "a.dng").write_bytes(b"x")
+    assert "not an image or video file" in str(Location(str(tmp_path / "a.dng")).nothing_to_do())
+    assert "ignored 1 files (a.dng)" in str(Location(str(tmp_path)).nothing_to_do())
 
 
 def test_one_planner_for_both_runners_refuses_shared_outputs_and_only_the_cleanup_step_deletes(
@@ -351,3 +351,28 @@ def test_a_failing_compiler_falls_back_to_the_eager_generator(caplog: pytest.Log
     with torch.inference_mode():
         assert torch.equal(forward(x, strength=1.0), model(x))
     assert "torch.compile failed" in caplog.text and "running the generator uncompiled" in caplog.text
+
+
+def test_heic_and_avif_photos_are_enhanced_into_their_own_format(tmp_path: Path, weights: Path) -> None:
+    pytest.importorskip("pillow_heif")  # the `heif` extra (in `dev`)
+    src, dst = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    rgb = frame_rgb(3, (40, 32))
+    Image.fromarray(rgb).save(src / "phone.heic", quality=90)
+    Image.fromarray(rgb).save(src / "web.avif", quality=90)
+    assert main(["enhance", str(src), str(dst), "--weights", str(weights), "--device", "cpu", "-q"]) == 0
+    for name, fmt in (("phone.heic", "HEIF"), ("web.avif", "AVIF")):
+        with Image.open(dst / name) as out, Image.open(src / name) as before:
+            assert (out.format, out.size) == (fmt, (40, 32))
+            assert np.abs(np.asarray(out, float) - np.asarray(before, float)).mean() > 1, name
+
+
+def test_without_the_heif_plugin_heic_files_are_ignored_with_the_install_hint(tmp_path: Path) -> None:
+    (tmp_path / "IMG_0001.HEIC").write_bytes(b"x")
+    code = (
+        "import sys; sys.modules['pillow_heif'] = None\n"  # as if the `heif` extra were not installed
+        "from enlighten_ray.io.storage import Location\n"
+        f"print(Location({str(tmp_path)!r}).nothing_to_do())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "ignored 1 files (IMG_0001.HEIC)" in out and "pip install 'enlighten-ray[heif]'" in out

@@ -29,6 +29,7 @@ from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.io.video import VIDEO_EXTENSIONS
 
 __all__ = [
+    "HEIF_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "ImageMeta",
     "encode_png",
@@ -38,7 +39,24 @@ __all__ = [
     "write_image",
 ]
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+HEIF_EXTENSIONS = frozenset({".heic", ".heif"})
+
+
+def _plugin_extensions() -> frozenset[str]:
+    """AVIF where Pillow was built with it (its wheels since 11.3); HEIC/HEIF with the optional
+    pillow-heif plugin (`pip install 'enlighten-ray[heif]'`), registered with Pillow here."""
+    from PIL import features
+
+    found = {".avif"} if features.check("avif") else set()
+    try:
+        import pillow_heif
+    except ImportError:
+        return frozenset(found)
+    pillow_heif.register_heif_opener()
+    return frozenset(found | HEIF_EXTENSIONS)
+
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}) | _plugin_extensions()
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16L", "I;16B", "I;16N")
 _SIXTEEN_BIT = ("I", "I;16", "I;16L", "I;16B", "I;16N")
 # JPEG/WebP quality on write: high, since the input was already lossy once.
@@ -125,7 +143,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, meta: ImageMeta) -> No
     if fmt is None:
         raise BadInputError(path, f"unknown image extension '{path.suffix}'")
     options: dict[str, Any] = dict(meta.info)
-    if fmt in ("JPEG", "WEBP"):
+    if fmt in ("JPEG", "WEBP", "AVIF", "HEIF"):
         options["quality"] = _QUALITY
     if fmt == "JPEG" and img.mode in ("RGBA", "LA"):  # JPEG has no alpha: keep colour, drop alpha
         img = img.convert("RGB" if img.mode == "RGBA" else "L")

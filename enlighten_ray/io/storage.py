@@ -20,7 +20,7 @@ import pyarrow.fs as pafs
 
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.io.atomic import atomic_output, is_partial
-from enlighten_ray.io.images import IMAGE_EXTENSIONS, ImageMeta, media_kind, write_image
+from enlighten_ray.io.images import HEIF_EXTENSIONS, IMAGE_EXTENSIONS, ImageMeta, media_kind, write_image
 from enlighten_ray.io.video import VIDEO_EXTENSIONS
 
 SUPPORTED = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
@@ -106,10 +106,12 @@ class Location:
         if not ignored:
             return BadInputError(self.uri, "is empty: no images or videos to enhance")
         shown = ", ".join(ignored[:3]) + (", ..." if len(ignored) > 3 else "")
+        heif = any(PurePosixPath(n).suffix.lower() in HEIF_EXTENSIONS for n in ignored)
+        hint = "; HEIC/HEIF needs the pillow-heif plugin: pip install 'enlighten-ray[heif]'" if heif else ""
         return BadInputError(
             self.uri,
             f"no supported images or videos: ignored {len(ignored)} files ({shown}); supported: "
-            f"{', '.join(sorted(SUPPORTED))}",
+            f"{', '.join(sorted(SUPPORTED))}{hint}",
         )
 
     def media(self, exclude: tuple[str, ...] = ()) -> list[MediaFile]:
