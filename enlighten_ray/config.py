@@ -14,7 +14,9 @@ import yaml
 
 from enlighten_ray.errors import BadInputError
 
-__all__ = ["Config", "load_config", "apply_overrides", "from_dict"]
+__all__ = ["CONFIG_FILE", "Config", "load_config", "apply_overrides", "from_dict"]
+
+CONFIG_FILE = "config.yaml"  # the settings a run (and each of its checkpoints) was trained with
 
 
 @dataclass

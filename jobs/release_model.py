@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 import yaml  # noqa: E402
 
+from enlighten_ray.config import CONFIG_FILE  # noqa: E402
 from enlighten_ray.io.atomic import atomic_output  # noqa: E402
 from enlighten_ray.models.weights import DEFAULT_WEIGHTS, load_generator, read_card, save_generator  # noqa: E402
 
@@ -119,7 +120,7 @@ def main() -> int:
         return 0
     folder = Path(args.run) / chosen["checkpoint"]
     model, info = load_generator(folder)
-    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config = yaml.safe_load((folder / CONFIG_FILE).read_text())
     start = _started_from(config)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     card = {

@@ -25,11 +25,11 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 from torch.optim.swa_utils import AveragedModel  # noqa: E402
 
-from enlighten_ray.config import from_dict  # noqa: E402
+from enlighten_ray.config import CONFIG_FILE, from_dict  # noqa: E402
 from enlighten_ray.errors import BadInputError  # noqa: E402
 from enlighten_ray.eval.table import read_rgb  # noqa: E402
 from enlighten_ray.io.images import media_kind  # noqa: E402
-from enlighten_ray.models.weights import load_generator, save_generator  # noqa: E402
+from enlighten_ray.models.weights import GENERATOR_FILE, load_generator, save_generator  # noqa: E402
 from enlighten_ray.train.ema import BN_IMAGES, averaged_generator  # noqa: E402
 from enlighten_ray.train.index import read_holdout  # noqa: E402
 from enlighten_ray.train.transforms import augment_low  # noqa: E402
@@ -57,18 +57,18 @@ def main() -> int:
     args = parser.parse_args()
     for folder in map(Path, args.checkpoints):
         try:
-            model, info = load_generator(folder / "generator.pt")
+            model, info = load_generator(folder / GENERATOR_FILE)
         except BadInputError as exc:
             print(f"{folder}: skipped: {exc.reason}", file=sys.stderr)
             continue
         if not info.meta.get("ema") or info.meta.get("bn_measured"):
             print(f"{folder.name}: left alone ({'not an average' if not info.meta.get('ema') else 'measured'})")
             continue
-        config = yaml.safe_load((folder / "config.yaml").read_text())
+        config = yaml.safe_load((folder / CONFIG_FILE).read_text())
         batches = training_batches(Path(args.low), args.holdout, config, config["train"]["batch_size"])
         average = AveragedModel(model, use_buffers=True)
         shipped = averaged_generator(average, batches)
-        save_generator(shipped, folder / "generator.pt", {**info.meta, "bn_measured": True})
+        save_generator(shipped, folder / GENERATOR_FILE, {**info.meta, "bn_measured": True})
         print(f"{folder.name}: BatchNorm statistics measured on {BN_IMAGES} training crops")
     return 0
 

@@ -376,3 +376,15 @@ def test_without_the_heif_plugin_heic_files_are_ignored_with_the_install_hint(tm
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "ignored 1 files (IMG_0001.HEIC)" in out and "pip install 'enlighten-ray[heif]'" in out
+
+
+def test_strength_outside_its_bound_is_a_one_line_error_from_the_generators_own_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    img = tmp_path / "x.png"
+    Image.fromarray(frame_rgb(0, (16, 16))).save(img)
+    assert main(["enhance", str(img), str(tmp_path / "y.png"), "--strength", "2.5"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "enlighten-ray: error: --strength: strength must be in [0, 2] (0 = unchanged, 1 = the paper), got 2.5"
+    ]
+    assert not (tmp_path / "y.png").exists()

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from enlighten_ray.config import CONFIG_FILE
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.eval.metrics import niqe
 from enlighten_ray.eval.table import read_rgb
@@ -172,7 +173,7 @@ def _checkpoint_row(
 
 def _images_seen(folder: Path, row: dict[str, Any]) -> int | None:
     """Steps x the run's batch size, from the checkpoint's config.yaml."""
-    config = folder / "config.yaml"
+    config = folder / CONFIG_FILE
     if row["step"] is None or not config.is_file():
         return None
     return row["step"] * int(yaml.safe_load(config.read_text())["train"]["batch_size"])

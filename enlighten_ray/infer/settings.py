@@ -14,7 +14,6 @@ from enlighten_ray.io.filters import DENOISE
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE = ("auto", "on", "off")
 FRAME_FORMATS = ("png", "jpg", "webp", "parquet")  # the batch job's --frames-format
-MAX_STRENGTH = 2.0
 
 
 @dataclass(frozen=True)
@@ -68,13 +67,6 @@ def _non_negative(text: str) -> int:
     return value
 
 
-def _strength(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= MAX_STRENGTH:
-        raise argparse.ArgumentTypeError(f"must be in [0, 2], got {value}")
-    return value
-
-
 def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
     """--weights and the `EnhanceSettings` options, with their one set of defaults."""
     default = EnhanceSettings()
@@ -94,7 +86,7 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=default.batch_size, metavar="N", help="frames per model call")
     p.add_argument(
         "--strength",
-        type=_strength,
+        type=float,  # its bound is models.generator.check_strength's, applied by validate()
         default=default.strength,
         metavar="S",
         help="0 = unchanged, 1 = the paper, up to 2",

@@ -14,10 +14,10 @@ import ray.train
 import yaml
 
 from enlighten_ray.cluster import init_ray
-from enlighten_ray.config import Config
+from enlighten_ray.config import CONFIG_FILE, Config
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.models.weights import load_generator
-from enlighten_ray.train.loop import CONFIG_FILE, train_func
+from enlighten_ray.train.loop import train_func
 
 __all__ = ["check_config", "fit", "launch"]
 

@@ -44,11 +44,11 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 from torchvision.utils import save_image
 
-from enlighten_ray.config import Config, from_dict
+from enlighten_ray.config import CONFIG_FILE, Config, from_dict
 from enlighten_ray.devices import autocast
 from enlighten_ray.io.atomic import atomic_output
 from enlighten_ray.models.generator import from_model_range
-from enlighten_ray.models.weights import save_generator
+from enlighten_ray.models.weights import GENERATOR_FILE, save_generator
 from enlighten_ray.train.ema import BN_IMAGES, averaged_generator, build_ema
 from enlighten_ray.train.log import StepLog
 from enlighten_ray.train.losses import EnlightenGANLoss
@@ -69,7 +69,6 @@ __all__ = ["state_digest", "train_func"]
 
 NET_NAMES = ("generator", "d_global", "d_local")  # the order of `Nets`, and the checkpoint's keys
 STATE_FILE = "state.pt"
-CONFIG_FILE = "config.yaml"
 SAMPLES_FILE = "samples.png"
 RAW_GENERATOR_FILE = "generator_raw.pt"  # G beside its moving average
 METRICS_FILE = "metrics.json"  # the epoch's mean losses, learning rate and images/s
@@ -157,10 +156,10 @@ def _write_checkpoint(folder: Path, trainee: Trainee, info: dict[str, Any], ship
     (folder / METRICS_FILE).write_text(json.dumps(info["metrics"], indent=1))
     meta = {"epoch": info["epoch"], "step": info["step"], "vgg": info["metrics"]["vgg"]}
     if trainee.ema is not None:
-        save_generator(shipped, folder / "generator.pt", {**meta, "ema": True, "bn_measured": bool(trainee.recent)})
+        save_generator(shipped, folder / GENERATOR_FILE, {**meta, "ema": True, "bn_measured": bool(trainee.recent)})
         save_generator(trainee.bare.generator, folder / RAW_GENERATOR_FILE, meta)
     else:
-        save_generator(trainee.bare.generator, folder / "generator.pt", meta)
+        save_generator(trainee.bare.generator, folder / GENERATOR_FILE, meta)
 
 
 def _load_checkpoint() -> dict[str, Any] | None:
