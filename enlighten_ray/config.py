@@ -61,6 +61,10 @@ class LossSettings:
     # tinted (Zero-DCE's colour constancy, restricted to where the input holds no colour).
     dark_colour_weight: float = 0.0
     dark_luma: float = 10.0
+    # Dark-region exposure (paper: none): (dark_exposure_luma - the output's mean luma there)^2 when
+    # short of it, so near-black areas are lifted rather than left black by the colour loss.
+    dark_exposure_weight: float = 0.0
+    dark_exposure_luma: float = 40.0
 
 
 @dataclass

@@ -8,6 +8,7 @@ import torch
 from enlighten_ray.train.losses import (
     crop_patches,
     dark_colour_loss,
+    dark_exposure_loss,
     lsgan_d_loss,
     lsgan_g_loss,
     random_patch_offsets,
@@ -97,3 +98,14 @@ def test_dark_colour_loss_ignores_images_without_dark_pixels_and_pulls_channels_
     assert loss.item() > 0
     assert out.grad[1].abs().sum() == 0
     assert out.grad[0, 1].sum() > 0 > out.grad[0, 0].sum()  # descent lowers green, raises red
+
+
+def test_dark_exposure_loss_lifts_near_black_areas_only_from_below() -> None:
+    low = _to_model(torch.full((3, 3, 8, 8), 2.0))
+    low[2] = _to_model(torch.full((3, 8, 8), 150.0))  # no near-black pixel: counts 0
+    out = _to_model(torch.stack([torch.full((3, 8, 8), v) for v in (20.0, 90.0, 0.0)])).requires_grad_()
+    loss = dark_exposure_loss(out, low, dark_luma=10.0, level=40.0)
+    assert loss.item() == pytest.approx(((40 - 20) / 255) ** 2 / 3, rel=1e-4)  # only the first is short
+    loss.backward()
+    assert out.grad[0].sum() < 0  # descent brightens it
+    assert out.grad[1].abs().sum() == 0 and out.grad[2].abs().sum() == 0

@@ -15,6 +15,7 @@ __all__ = [
     "EnlightenGANLoss",
     "crop_patches",
     "dark_colour_loss",
+    "dark_exposure_loss",
     "lsgan_d_loss",
     "lsgan_g_loss",
     "random_patch_offsets",
@@ -65,20 +66,34 @@ def teacher_l1(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def dark_colour_loss(output: torch.Tensor, low_input: torch.Tensor, dark_luma: float) -> torch.Tensor:
-    """Mean over images of the squared log-ratios between the output's channel means, taken over the
-    pixels where the input's luma (0-255) is below `dark_luma`; images with fewer than 16 such
-    pixels count 0. Scale-free: a cast of ratio r costs about log(r)^2 whatever the brightness."""
+def _dark_means(output: torch.Tensor, low_input: torch.Tensor, dark_luma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3) channel means of the output (0-1) over the pixels whose input luma (0-255) is below
+    `dark_luma`, and (B,) 1/0: whether an image has at least 16 such pixels (else it counts 0)."""
     rgb = (low_input.detach().float() + 1.0) * 127.5
     luma = sum(w * rgb[:, c] for c, w in enumerate(_LUMA))
-    mask = (luma < dark_luma).unsqueeze(1).to(output.dtype)  # (B, 1, H, W)
+    mask = (luma < dark_luma).unsqueeze(1).float()  # (B, 1, H, W)
     count = mask.sum(dim=(2, 3))  # (B, 1)
     out = (output.float() + 1.0) / 2.0
-    means = (out * mask).sum(dim=(2, 3)) / count.clamp(min=1.0)  # (B, 3)
+    return (out * mask).sum(dim=(2, 3)) / count.clamp(min=1.0), (count[:, 0] >= 16).float()
+
+
+def dark_colour_loss(output: torch.Tensor, low_input: torch.Tensor, dark_luma: float) -> torch.Tensor:
+    """Mean over images of the squared log-ratios between the output's channel means over the
+    input's near-black pixels. Scale-free: a cast of ratio r costs about log(r)^2 at any brightness."""
+    means, used = _dark_means(output, low_input, dark_luma)
     logs = torch.log(means.clamp(min=0.0) + 1.0 / 64)  # damped: casts of outputs that stay near black do not count
     pairs = (logs[:, [0, 0, 1]] - logs[:, [1, 2, 2]]) ** 2
-    used = (count[:, 0] >= 16).float()
     return (pairs.sum(dim=1) * used).sum() / output.shape[0]
+
+
+def dark_exposure_loss(output: torch.Tensor, low_input: torch.Tensor, dark_luma: float, level: float) -> torch.Tensor:
+    """One-sided, in 0-1 units: mean over images of max(0, level - the output's mean luma over the
+    input's near-black pixels)^2. Lifts areas the colour loss alone lets stay black (Zero-DCE's
+    exposure control, restricted to near-black input and only from below); `level` is 0-255."""
+    means, used = _dark_means(output, low_input, dark_luma)
+    luma = means @ torch.tensor(_LUMA, device=means.device)
+    short = (level / 255.0 - luma).clamp(min=0.0) ** 2
+    return (short * used).sum() / output.shape[0]
 
 
 def random_patch_offsets(
@@ -145,6 +160,9 @@ class EnlightenGANLoss:
         if cfg.dark_colour_weight > 0:
             metrics["dark_colour"] = dark_colour_loss(fake, low_input, cfg.dark_luma)
             total = total + cfg.dark_colour_weight * metrics["dark_colour"]
+        if cfg.dark_exposure_weight > 0:
+            metrics["dark_exposure"] = dark_exposure_loss(fake, low_input, cfg.dark_luma, cfg.dark_exposure_luma)
+            total = total + cfg.dark_exposure_weight * metrics["dark_exposure"]
         if anchor > 0 and teacher is not None:
             metrics["teacher_l1"] = teacher_l1(fake, teacher)
             total = total + anchor * metrics["teacher_l1"]
