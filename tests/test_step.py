@@ -117,3 +117,20 @@ def test_networks_start_from_the_release_init() -> None:
     gammas = torch.cat([m.weight for m in nets.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)])
     betas = torch.cat([m.bias for m in nets.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)])
     assert abs(gammas.mean().item() - 1) < 0.01 and gammas.std().item() < 0.03 and not betas.any()
+
+
+def test_dark_region_losses_join_g_total_only_when_weighted(tiny) -> None:
+    import dataclasses
+
+    _, _, _, loss, batch = tiny
+    batch = {**batch, "low_input": torch.full_like(batch["low"], -0.99)}  # all near black
+    torch.manual_seed(1)
+    plain = loss.generator_phase(batch["low"], batch["low_input"], batch["normal"])
+    assert "dark_colour" not in plain.metrics and "dark_exposure" not in plain.metrics
+    loss.cfg = dataclasses.replace(loss.cfg, dark_colour_weight=2.0, dark_exposure_weight=10.0)
+    torch.manual_seed(1)
+    weighted = loss.generator_phase(batch["low"], batch["low_input"], batch["normal"])
+    m = weighted.metrics
+    extra = 2.0 * m["dark_colour"] + 10.0 * m["dark_exposure"]
+    assert m["dark_exposure"] > 0
+    assert torch.allclose(m["g_total"], plain.metrics["g_total"] + extra, rtol=1e-5)
