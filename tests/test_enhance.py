@@ -329,13 +329,15 @@ def test_compiled_generator_matches_eager_and_auto_compiles_only_for_long_videos
     frames = np.random.default_rng(0).integers(0, 80, (2, 48, 64, 3), dtype=np.uint8)
     eager = Enhancer(model, device="cpu", precision="fp32", compile="off")
     eager.prepare(10**6)
-    auto = Enhancer(model, device="cpu", precision="fp32")
+    auto = Enhancer(model, device="cpu", precision="fp32", batch_size=4)
     auto.prepare(COMPILE_MIN_FRAMES - 1)
     assert eager._forward is eager.model and auto._forward is auto.model  # nothing to repay a compile
     auto.prepare(COMPILE_MIN_FRAMES)
     assert auto._forward is not auto.model
     diff = np.abs(auto(frames).astype(np.int16) - eager(frames).astype(np.int16))
     assert (diff <= 1).mean() >= 0.999
+    last = auto(frames[:1])  # shorter than the batch: padded to it, and cut back
+    assert last.shape == (1, 48, 64, 3) and np.abs(last.astype(np.int16) - eager(frames[:1])).max() <= 1
 
 
 def test_a_failing_compiler_falls_back_to_the_eager_generator(caplog: pytest.LogCaptureFixture) -> None:
