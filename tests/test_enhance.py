@@ -153,6 +153,9 @@ def test_interrupt_leaves_no_output(tmp_path: Path, enhancer: Enhancer) -> None:
         denoise = "off"
         calls = 0
 
+        def prepare(self, frames: int | None) -> None:  # the Enhancer's, before a video
+            pass
+
         def __call__(self, frames: np.ndarray) -> np.ndarray:
             self.calls += 1
             if self.calls == 3:
@@ -331,6 +334,7 @@ def test_compiled_generator_matches_eager_and_auto_compiles_only_for_long_videos
     eager.prepare(10**6)
     auto = Enhancer(model, device="cpu", precision="fp32", batch_size=4)
     auto.prepare(COMPILE_MIN_FRAMES - 1)
+    auto.prepare(None)  # a video whose header has no frame count
     assert eager._forward is eager.model and auto._forward is auto.model  # nothing to repay a compile
     auto.prepare(COMPILE_MIN_FRAMES)
     assert auto._forward is not auto.model

@@ -104,11 +104,13 @@ class Enhancer:
         self.compile = settings.compile
         self._forward: Callable[..., torch.Tensor] = self.model
 
-    def prepare(self, frames: int) -> None:
-        """Before `frames` frames of one size (a video): compile the generator when `compile` is on,
-        or auto and the frames are enough to repay the compile. Idempotent."""
+    def prepare(self, frames: int | None) -> None:
+        """Before `frames` frames of one size (a video; None: a count its header does not give):
+        compile the generator when `compile` is on, or auto and the frames are known to be enough
+        to repay the compile. Idempotent."""
         if self._forward is self.model and self.strength != 0.0:
-            if self.compile == "on" or (self.compile == "auto" and frames >= COMPILE_MIN_FRAMES):
+            enough = frames is not None and frames >= COMPILE_MIN_FRAMES
+            if self.compile == "on" or (self.compile == "auto" and enough):
                 self._forward = _compiled(self.model)
 
     @classmethod
