@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from enlighten_ray.config import LossSettings
+from enlighten_ray.models.generator import LUMA, attention_map
 
 __all__ = [
     "EnlightenGANLoss",
@@ -63,15 +64,11 @@ def teacher_l1(output: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(output.float(), teacher.float())
 
 
-_LUMA = (0.299, 0.587, 0.114)
-
-
 def _dark_means(output: torch.Tensor, low_input: torch.Tensor, dark_luma: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 3) channel means of the output (0-1) over the pixels whose input luma (0-255) is below
     `dark_luma`, and (B,) 1/0: whether an image has at least 16 such pixels (else it counts 0)."""
-    rgb = (low_input.detach().float() + 1.0) * 127.5
-    luma = sum(w * rgb[:, c] for c, w in enumerate(_LUMA))
-    mask = (luma < dark_luma).unsqueeze(1).float()  # (B, 1, H, W)
+    luma = (1.0 - attention_map(low_input.detach().float())) * 255.0  # (B, 1, H, W), 0-255
+    mask = (luma < dark_luma).float()
     count = mask.sum(dim=(2, 3))  # (B, 1)
     out = (output.float() + 1.0) / 2.0
     return (out * mask).sum(dim=(2, 3)) / count.clamp(min=1.0), (count[:, 0] >= 16).float()
@@ -91,7 +88,7 @@ def dark_exposure_loss(output: torch.Tensor, low_input: torch.Tensor, dark_luma:
     input's near-black pixels)^2. Lifts areas the colour loss alone lets stay black (Zero-DCE's
     exposure control, restricted to near-black input and only from below); `level` is 0-255."""
     means, used = _dark_means(output, low_input, dark_luma)
-    luma = means @ torch.tensor(_LUMA, device=means.device)
+    luma = means @ torch.tensor(LUMA, device=means.device)
     short = (level / 255.0 - luma).clamp(min=0.0) ** 2
     return (short * used).sum() / output.shape[0]
 
