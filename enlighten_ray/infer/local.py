@@ -242,8 +242,8 @@ def _plan_folder(src: Path, dst: Path, overwrite: bool) -> LocalPlan:
     if dst.resolve() == src.resolve():
         raise BadInputError(dst, "is the input folder: outputs would replace the inputs")
     source, output = Location(str(src)), Location(str(dst))
-    remove_partials([output])
-    plan = plan_outputs(source, output, never_skip if overwrite else skip_existing(output.listing()))
+    existing = remove_partials(output)
+    plan = plan_outputs(source, output, never_skip if overwrite else skip_existing(existing))
     if plan.empty:
         raise source.nothing_to_do()
 

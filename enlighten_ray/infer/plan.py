@@ -126,23 +126,19 @@ def plan_outputs(
     return plan
 
 
-def remove_partials(locations: list[Location]) -> int:
-    """The run's cleanup step: delete the temporary files a killed run left mid-write under local
-    output folders (object-store outputs are uploaded whole). Assumes one job per output folder."""
-    removed = 0
-    for loc in locations:
-        if not loc.is_local or not loc.exists(loc.root):
-            continue
-        stale = sorted(p for p in loc.listing() if is_partial(p))
-        for path in stale:
-            loc.fs.delete_file(path)
-        if stale:
-            print(
-                f"enlighten-ray: removed {len(stale)} unfinished files of an earlier run under {loc.uri}",
-                file=sys.stderr,
-            )
-        removed += len(stale)
-    return removed
+def remove_partials(loc: Location) -> set[str]:
+    """The run's cleanup step: delete the temporary files a killed run left mid-write under a local
+    output folder (object-store outputs are uploaded whole), and return what is left there, from
+    the one listing. Assumes one job per output folder."""
+    listing = loc.listing()
+    stale = {p for p in listing if is_partial(p)} if loc.is_local else set()
+    for path in sorted(stale):
+        loc.fs.delete_file(path)
+    if stale:
+        print(
+            f"enlighten-ray: removed {len(stale)} unfinished files of an earlier run under {loc.uri}", file=sys.stderr
+        )
+    return listing - stale
 
 
 def cut_points(keyframes: list[int], time_base: float, segment_seconds: float) -> list[int]:

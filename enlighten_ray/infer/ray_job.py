@@ -157,9 +157,7 @@ def run(opts: BatchOptions) -> Summary:
 
 def _plan(opts: BatchOptions, source: Location, output: Location, frames: Location | None, ledger: Ledger) -> Plan:
     """Clean up after a killed run, then plan with the manifest's skip policy."""
-    outs = [x for x in (output, frames) if x]
-    remove_partials(outs)
-    existing = set().union(*(x.listing() for x in outs))
+    existing = set().union(*(remove_partials(x) for x in (output, frames) if x))
     plan = plan_outputs(source, output, skip_recorded(ledger, existing), frames, opts.format)
     for t in plan.todo + plan.skipped:
         ledger.versions[t.shown] = t.version  # recorded with the output when it is done
