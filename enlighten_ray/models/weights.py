@@ -97,7 +97,7 @@ def _remote_generator_file(loc: Location) -> str:
             raise BadInputError(loc.uri, "no such weights file or directory")
         if loc.is_file(loc.path(GENERATOR_FILE)):
             return loc.path(GENERATOR_FILE)
-        files = [PurePosixPath(i.path) for i in loc.fs.get_file_info(pafs.FileSelector(loc.root, recursive=True))]
+        files = [PurePosixPath(p) for p in loc.listing()]
     except OSError as exc:
         raise BadInputError(loc.uri, f"cannot read ({reason(exc)})") from exc
     found = sorted(
