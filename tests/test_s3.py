@@ -201,3 +201,10 @@ def test_weights_info_export_and_enhance_take_uris(bucket, tmp_path: Path, capsy
     assert main(["info", f"s3://{name}/runs/missing"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"enlighten-ray: error: s3://{name}/runs/missing: no such weights file or directory"]
+    client.put_object(Bucket=name, Key="models/notes.pt", Body=b"not weights")
+    assert main(["info", f"s3://{name}/models/notes.pt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"enlighten-ray: error: s3://{name}/models/notes.pt: not a PyTorch weights file "
+        + "(neither a torch.save zip nor a legacy pickle)"
+    ]

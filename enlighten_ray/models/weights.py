@@ -213,7 +213,10 @@ def load_generator(
     (s3://bucket/run, gs://.../generator.pt) is read through the same storage layer as the data."""
     if is_uri(path):
         with _fetched(str(path)) as (local, remote):
-            model, info = load_generator(local, map_location)
+            try:
+                model, info = load_generator(local, map_location)
+            except BadInputError as exc:  # name the object, not its temporary local copy
+                raise BadInputError(remote, exc.reason) from exc
         return model, dataclasses.replace(info, path=remote)
     file = find_generator_file(path)
     state, config, origin, meta = read_generator_file(file)
