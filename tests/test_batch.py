@@ -16,16 +16,18 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from _media import REPO, assert_faithful, describe, frame_rgb, make_clip, write_images
 from PIL import Image
 
-from enlighten_ray.infer.plan import cut_points
+from enlighten_ray.infer.plan import cut_points, plan_segments
 from enlighten_ray.infer.ray_job import BatchOptions, run
 from enlighten_ray.infer.settings import EnhanceSettings
 from enlighten_ray.io.encode import EncoderOptions
+from enlighten_ray.io.storage import Location
 from enlighten_ray.io.video import scan_packets
 from enlighten_ray.models.generator import EnlightenGenerator
 from enlighten_ray.models.weights import save_generator
@@ -178,6 +180,9 @@ def test_frames_out_writes_parquet_rows_with_index_and_pts(ray_cluster: object, 
     src, out, frames = tmp_path / "in", tmp_path / "out", tmp_path / "frames"
     (src / "cam").mkdir(parents=True)
     clip = make_clip(src / "cam" / "night.mp4", frames=40, audio=False)
+    stale = frames / "cam" / "night.mp4" / "99999_killed_run.parquet"  # left by a killed run
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a parquet file")
     opts = BatchOptions(
         input=str(src),
         output=str(out),
@@ -188,6 +193,7 @@ def test_frames_out_writes_parquet_rows_with_index_and_pts(ray_cluster: object, 
     )
 
     assert run(opts).exit_code == 0
+    assert not stale.exists()  # the cleanup step redid the unfinished video whole
 
     files = sorted((frames / "cam" / "night.mp4").glob("*.parquet"))
     assert len(files) > 1  # one per segment
@@ -201,6 +207,22 @@ def test_frames_out_writes_parquet_rows_with_index_and_pts(ray_cluster: object, 
     with Image.open(io.BytesIO(table.column("image")[0].as_py())) as img:
         assert img.size == (64, 48)
     assert read_jsonl(out / "_manifest.jsonl")[0]["frames"] == 40
+
+
+def test_planning_segments_deletes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    clip = make_clip(tmp_path / "in" / "night.mp4", frames=40, audio=False)
+    kept = tmp_path / "frames" / "night.mp4" / "00000_open_open.png"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"a frame of an earlier run")
+    source, frames = Location(str(tmp_path / "in")), Location(str(tmp_path / "frames"))
+    video = {"src": str(clip), "dst": frames.path("night.mp4"), "parts": ""}
+
+    rows = plan_segments(pa.Table.from_pylist([video]), source, frames, True, 0.5).to_pylist()
+
+    assert len(rows) > 1 and not any(r["error"] for r in rows)
+    assert {r["part"] for r in rows} == {frames.path("night.mp4")}
+    assert kept.read_bytes() == b"a frame of an earlier run"
 
 
 def finished_parts(out: Path) -> list[Path]:

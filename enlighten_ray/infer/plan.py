@@ -156,7 +156,8 @@ def cut_points(keyframes: list[int], time_base: float, segment_seconds: float) -
 
 
 def plan_segments(batch: pa.Table, source: Location, output: Location, frames_mode: bool, seconds: float) -> pa.Table:
-    """Video rows -> one row per segment (a CPU task: packet scans only), or an error row."""
+    """Video rows -> one row per segment (a CPU task: packet scans only; it deletes nothing), or an
+    error row."""
     segments = []
     for row in batch.to_pylist():
         try:
@@ -175,8 +176,6 @@ def _segments_of(row: dict, source: Location, output: Location, frames_mode: boo
         packets = scan_packets(file, shown)
     all_pts = packets.pts if frames_mode else []
     bounds = [OPEN, *cut_points(packets.keys, time_base, seconds), OPEN]
-    if frames_mode:
-        output.remove_tree(row["dst"])  # frames of an unfinished earlier run: redone from scratch
     count = len(bounds) - 1
     rows = []
     for i, (start, end) in enumerate(zip(bounds, bounds[1:])):

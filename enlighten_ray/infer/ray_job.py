@@ -240,6 +240,8 @@ def _run_videos(
     """Plan segments (CPU tasks), enhance them (actor pool, one segment per block so they spread over
     the actors), and join each video once all its parts are in (one Ray task per video)."""
     target = frames or output
+    if frames is not None:
+        remove_unfinished_frames(frames, videos)
     segments = _segments(opts, videos, source, target, frames is not None, ledger, summary)
     todo = [s for rows in segments.values() for s in rows if not s["error"]]
     if not todo:
@@ -267,6 +269,15 @@ def _run_videos(
             joiner.add(row, frames)
             bar.update()
     joiner.finish_all()
+
+
+def remove_unfinished_frames(frames: Location, videos: list[dict]) -> None:
+    """The frames-mode cleanup step: a video still to do may have a frames folder from a killed
+    run (or from an older version of the source, with other frame counts); it is redone whole."""
+    for video in videos:
+        if frames.exists(video["dst"]):
+            frames.remove_tree(video["dst"])
+            print(f"enlighten-ray: removed the unfinished frames of {frames.show(video['dst'])}", file=sys.stderr)
 
 
 def _segments(
