@@ -114,7 +114,7 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
         default=default.denoise,
         choices=tuple(DENOISE),
         help="videos: deblock and denoise decoded frames before the model (light: deblock + chroma noise "
-        f"reduction; strong: deblock + non-local means; default: {default.denoise})",
+        "reduction; strong: deblock + non-local means)",
     )
     p.add_argument(
         "--compile",
