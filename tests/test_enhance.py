@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -237,6 +238,15 @@ def test_version_and_help_without_torch() -> None:
     from enlighten_ray import __version__
 
     assert version.stdout.strip() == f"enlighten-ray {__version__}"
+
+
+@pytest.mark.parametrize("command", ["enhance", "batch"])
+def test_help_states_each_default_once(command: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: light)" in text and "(default: 18)" in text  # --denoise, --crf
+    assert not re.search(r"\(default[^()]*\) \(default", text)
 
 
 def test_a_folder_without_supported_media_says_what_it_ignored(

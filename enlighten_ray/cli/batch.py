@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from enlighten_ray.cli.help import HelpFormatter
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.infer.settings import (
     FRAME_FORMATS,
@@ -34,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "batch",
         help="enhance a folder or bucket of images and videos on the Ray cluster",
         description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("input", metavar="INPUT", help="folder, file, or s3:// gs:// ... URI")
     p.add_argument("output", metavar="OUTPUT", help="output folder or URI (mirrors the input)")

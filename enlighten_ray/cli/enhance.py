@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from enlighten_ray.cli.help import HelpFormatter
 from enlighten_ray.infer.settings import (
     add_encoder_arguments,
     add_enhance_arguments,
@@ -31,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "enhance",
         help="enhance a video, an image or a folder on this machine",
         description=DESCRIPTION,
-        formatter_class=_Formatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("input", metavar="INPUT", help="video, image or folder")
     p.add_argument("output", metavar="OUTPUT", help="output file (container/format from its extension) or folder")
@@ -47,15 +48,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="no progress (default: a bar on a terminal, a line every 10 s in logs)",
     )
     p.set_defaults(func=run)
-
-
-class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults (those that are values, not None/False) and keeps the examples' line breaks."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False):
-            return action.help or ""
-        return super()._get_help_string(action)
 
 
 def run(args: argparse.Namespace) -> int:
