@@ -65,6 +65,9 @@ class LossSettings:
     # short of it, so near-black areas are lifted rather than left black by the colour loss.
     dark_exposure_weight: float = 0.0
     dark_exposure_luma: float = 40.0
+    # Whole-image colour constancy (paper: none; Zero-DCE's L_col): the same log-ratios over all
+    # pixels, against the casts the GAN learns from the normal domain's warm light.
+    colour_weight: float = 0.0
 
 
 @dataclass

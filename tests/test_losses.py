@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from enlighten_ray.train.losses import (
+    colour_loss,
     crop_patches,
     dark_colour_loss,
     dark_exposure_loss,
@@ -87,6 +88,14 @@ def test_dark_colour_loss_sees_a_cast_only_where_the_input_is_dark() -> None:
     r, g = 100 / 255 + 1 / 64, 160 / 255 + 1 / 64
     assert loss_tinted.item() == pytest.approx(2 * torch.log(torch.tensor(g / r)).item() ** 2, rel=1e-4)
     assert dark_colour_loss(_to_model(grey_in_dark), _to_model(low), dark_luma=10.0).item() == pytest.approx(0.0)
+
+
+def test_colour_loss_sees_a_cast_over_the_whole_image() -> None:
+    low = _to_model(torch.full((1, 3, 8, 8), 120.0))  # no near-black pixel at all
+    warm = _to_model(torch.tensor([150.0, 120.0, 90.0]).view(1, 3, 1, 1).repeat(1, 1, 8, 8))
+    assert dark_colour_loss(warm, low, dark_luma=10.0).item() == 0.0
+    assert colour_loss(warm, low).item() > 0.05
+    assert colour_loss(_to_model(torch.full((1, 3, 8, 8), 120.0)), low).item() == pytest.approx(0.0, abs=1e-9)
 
 
 def test_dark_colour_loss_ignores_images_without_dark_pixels_and_pulls_channels_together() -> None:

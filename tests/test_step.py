@@ -126,11 +126,11 @@ def test_dark_region_losses_join_g_total_only_when_weighted(tiny) -> None:
     batch = {**batch, "low_input": torch.full_like(batch["low"], -0.99)}  # all near black
     torch.manual_seed(1)
     plain = loss.generator_phase(batch["low"], batch["low_input"], batch["normal"])
-    assert "dark_colour" not in plain.metrics and "dark_exposure" not in plain.metrics
-    loss.cfg = dataclasses.replace(loss.cfg, dark_colour_weight=2.0, dark_exposure_weight=10.0)
+    assert not {"dark_colour", "dark_exposure", "colour"} & set(plain.metrics)
+    loss.cfg = dataclasses.replace(loss.cfg, dark_colour_weight=2.0, dark_exposure_weight=10.0, colour_weight=1.0)
     torch.manual_seed(1)
     weighted = loss.generator_phase(batch["low"], batch["low_input"], batch["normal"])
     m = weighted.metrics
-    extra = 2.0 * m["dark_colour"] + 10.0 * m["dark_exposure"]
+    extra = 2.0 * m["dark_colour"] + 10.0 * m["dark_exposure"] + 1.0 * m["colour"]
     assert m["dark_exposure"] > 0
     assert torch.allclose(m["g_total"], plain.metrics["g_total"] + extra, rtol=1e-5)

@@ -15,6 +15,7 @@ from enlighten_ray.models.generator import LUMA, attention_map
 __all__ = [
     "EnlightenGANLoss",
     "crop_patches",
+    "colour_loss",
     "dark_colour_loss",
     "dark_exposure_loss",
     "lsgan_d_loss",
@@ -81,6 +82,11 @@ def dark_colour_loss(output: torch.Tensor, low_input: torch.Tensor, dark_luma: f
     logs = torch.log(means.clamp(min=0.0) + 1.0 / 64)  # damped: casts of outputs that stay near black do not count
     pairs = (logs[:, [0, 0, 1]] - logs[:, [1, 2, 2]]) ** 2
     return (pairs.sum(dim=1) * used).sum() / output.shape[0]
+
+
+def colour_loss(output: torch.Tensor, low_input: torch.Tensor) -> torch.Tensor:
+    """`dark_colour_loss` over every pixel (input luma is at most 255): a grey-world prior."""
+    return dark_colour_loss(output, low_input, dark_luma=256.0)
 
 
 def dark_exposure_loss(output: torch.Tensor, low_input: torch.Tensor, dark_luma: float, level: float) -> torch.Tensor:
@@ -157,6 +163,9 @@ class EnlightenGANLoss:
         if cfg.dark_colour_weight > 0:
             metrics["dark_colour"] = dark_colour_loss(fake, low_input, cfg.dark_luma)
             total = total + cfg.dark_colour_weight * metrics["dark_colour"]
+        if cfg.colour_weight > 0:
+            metrics["colour"] = colour_loss(fake, low_input)
+            total = total + cfg.colour_weight * metrics["colour"]
         if cfg.dark_exposure_weight > 0:
             metrics["dark_exposure"] = dark_exposure_loss(fake, low_input, cfg.dark_luma, cfg.dark_exposure_luma)
             total = total + cfg.dark_exposure_weight * metrics["dark_exposure"]
