@@ -92,7 +92,20 @@ def ray_images_per_s(opts: BatchOptions, count: int) -> dict[str, float | None]:
     return {"images_per_s": count / elapsed, "first_output_s": first_s, "steady_images_per_s": steady}
 
 
-def main() -> None:
+def best_loop(weights: Path, images: list[Path], out: Path, device: str, batch_size: int) -> dict[int, float]:
+    """The loop's images/s with torch's default threads and with one: on a loaded machine, intra-op
+    threads that outnumber free cores can be many times slower, so the baseline is the better one."""
+    out.mkdir()
+    threads = torch.get_num_threads()
+    loops = {}
+    for n in sorted({threads, 1}, reverse=True):
+        torch.set_num_threads(n)
+        loops[n] = loop_images_per_s(weights, images, out, device, batch_size)
+    torch.set_num_threads(threads)
+    return loops
+
+
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--count", type=int, default=64)
     p.add_argument("--size", type=int, default=256)
@@ -101,7 +114,11 @@ def main() -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--num-cpus", type=int, default=os.cpu_count())
     p.add_argument("--concurrency", type=int, help="actors (default: the job's)")
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
 
     import ray
 
@@ -110,15 +127,7 @@ def main() -> None:
         torch.manual_seed(0)
         weights = save_generator(EnlightenGenerator(width=args.width).eval(), root / "generator.pt")
         images = synthetic_images(root / "in", args.count, args.size)
-        (root / "loop").mkdir()
-        # The loop's baseline is its better figure with torch's default threads or one thread: on a
-        # loaded machine, intra-op threads that outnumber free cores can be many times slower.
-        threads = torch.get_num_threads()
-        loops = {}
-        for n in sorted({threads, 1}, reverse=True):
-            torch.set_num_threads(n)
-            loops[n] = loop_images_per_s(weights, images, root / "loop", args.device, args.batch_size)
-        torch.set_num_threads(threads)
+        loops = best_loop(weights, images, root / "loop", args.device, args.batch_size)
         loop = max(loops.values())
 
         t0 = time.perf_counter()

@@ -103,7 +103,7 @@ def compiled_fps(model: torch.nn.Module, settings: EnhanceSettings, device: str,
     }
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", help="generator weights (default: random init at --width)")
     parser.add_argument("--width", type=int, default=32, help="generator width without --weights (32 = the paper)")
@@ -113,25 +113,35 @@ def main() -> None:
     parser.add_argument("--baseline-batch-size", type=int, default=4, help="the previous CPU default, run eager")
     parser.add_argument("--seconds", type=float, default=2.0, help="clip length")
     parser.add_argument("--preset", default=None, help="encoder preset (default: libx264's medium)")
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def bench_clip(tmp: Path, seconds: float) -> tuple[Path, str]:
+    """The night dashcam's first `seconds` when ENLIGHTEN_DATA has it, else a synthetic clip."""
+    data = os.environ.get("ENLIGHTEN_DATA")
+    real = Path(data) / "video" / "dashcam_night.mp4" if data else None
+    if real is not None and real.is_file():
+        return trimmed_copy(real, tmp / "clip.mp4", seconds), str(real)
+    return synthetic_clip(tmp / "clip.mp4", round(30 * seconds)), "synthetic 640x360"
+
+
+def bench_model(args: argparse.Namespace) -> tuple[torch.nn.Module, dict]:
+    """The generator from --weights, or a seeded random one at --width; and how to name it."""
     if args.weights:
         model, info = load_generator(args.weights)
-        model_desc = {"weights": info.path, "width": info.config["width"]}
-    else:
-        torch.manual_seed(0)
-        model, model_desc = EnlightenGenerator(width=args.width), {"weights": None, "width": args.width}
+        return model, {"weights": info.path, "width": info.config["width"]}
+    torch.manual_seed(0)
+    return EnlightenGenerator(width=args.width), {"weights": None, "width": args.width}
+
+
+def main() -> None:
+    args = parse_args()
+    model, model_desc = bench_model(args)
     settings = EnhanceSettings(precision=args.precision, batch_size=args.batch_size, compile="off")
     enhancer = Enhancer(model, settings, device=args.device)
 
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        data = os.environ.get("ENLIGHTEN_DATA")
-        real = Path(data) / "video" / "dashcam_night.mp4" if data else None
-        if real is not None and real.is_file():
-            clip, source = trimmed_copy(real, tmp / "clip.mp4", args.seconds), str(real)
-        else:
-            clip, source = synthetic_clip(tmp / "clip.mp4", round(30 * args.seconds)), "synthetic 640x360"
+        clip, source = bench_clip(Path(tmp), args.seconds)
         with VideoReader(clip) as reader:
             frames = [f.rgb for f in reader.frames()]
         gen_fps = generator_only_fps(enhancer, frames)
@@ -146,7 +156,8 @@ def main() -> None:
         baseline_fps = generator_only_fps(baseline, frames)
 
         start = time.perf_counter()  # end to end with the compiled generator (compiled above)
-        n = enhance_video(clip, tmp / "out.mp4", comp["enhancer"], EncoderOptions(preset=args.preset), progress=False)
+        options = EncoderOptions(preset=args.preset)
+        n = enhance_video(clip, Path(tmp) / "out.mp4", comp["enhancer"], options, progress=False)
         sync(enhancer.device)
         e2e_fps = n / (time.perf_counter() - start)
 

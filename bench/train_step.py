@@ -66,15 +66,20 @@ def timed_steps(step: Callable, batches: Iterator, count: int, sync: Callable) -
     return wait / count, compute / count
 
 
+def domains(args: argparse.Namespace, tmp: str) -> tuple[str, str]:
+    """--low and --normal, or synthetic scenes the size of the paper's training photos."""
+    if args.low and args.normal:
+        return args.low, args.normal
+    write_example_images(f"{tmp}/low", 12, night=True, size=(480, 640))
+    write_example_images(f"{tmp}/normal", 12, night=False, size=(480, 640), seed=1)
+    return f"{tmp}/low", f"{tmp}/normal"
+
+
 def main() -> None:
     args = parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory() as tmp:
-        low, normal = args.low, args.normal
-        if not (low and normal):  # synthetic scenes, the size of the paper's training photos
-            low, normal = f"{tmp}/low", f"{tmp}/normal"
-            write_example_images(low, 12, night=True, size=(480, 640))
-            write_example_images(normal, 12, night=False, size=(480, 640), seed=1)
+        low, normal = domains(args, tmp)
         cfg = load_config(
             None,
             [f"data.low={low}", f"data.normal={normal}", f"data.crop_size={args.crop}", "loss.vgg_weights=random",

@@ -29,6 +29,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
@@ -100,32 +101,29 @@ def _started_from(config: dict) -> dict:
     return {k: card[k] for k in ("checkpoint", "epoch", "step", "images_seen") if k in card}
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="the training run directory")
     parser.add_argument("--curve", required=True, help="JSON written by `enlighten-ray eval curve`")
+    parser.add_argument("--recipe", default="configs/cpu.yaml", help="the config file the run was started with")
     parser.add_argument("--table", help="JSON written by `enlighten-ray eval table` for the chosen model")
     parser.add_argument("--pairs", help="JSON written by `enlighten-ray eval pairs` (LOL15) for the chosen model")
     parser.add_argument("--out", default=str(DEFAULT_WEIGHTS), help="where to write the generator")
     parser.add_argument("--video", help="the curve's evaluation video: the shipped model's luma on it is the bar")
     parser.add_argument("--bar-weights", help="the model whose video luma is the bar (default: the shipped one)")
     parser.add_argument("--dry-run", action="store_true", help="print the choice, write nothing")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    rows = json.loads(Path(args.curve).read_text())
-    shipped_luma = shipped_video_luma(args.video, args.bar_weights) if args.video else None
-    chosen = choose(rows, shipped_luma)
-    if args.dry_run:
-        print(f"would ship {chosen['checkpoint']} (held-out NIQE {chosen['niqe']:.3f})")
-        return 0
+
+def model_card(args: argparse.Namespace, rows: list[dict], chosen: dict, shipped_luma: float | None, vgg: Any) -> dict:
+    """What the shipped model is: its run, recipe, images seen, selection rule and scores."""
     folder = Path(args.run) / chosen["checkpoint"]
-    model, info = load_generator(folder)
     config = yaml.safe_load((folder / CONFIG_FILE).read_text())
     start = _started_from(config)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     card = {
         "name": Path(args.out).stem,
-        "recipe": "configs/cpu.yaml",
+        "recipe": args.recipe,
         "data": {
             "low": "train/low of the project's shared set (914: 485 LOL train lows + 429 SICE under luma 60), "
             "less the 50 files of configs/holdout_low.txt",
@@ -140,7 +138,7 @@ def main() -> int:
         **({"continued_from": start} if start else {}),
         "ema_half_life_images": config["train"].get("ema_half_life_images", 0.0),  # generator.pt is the average
         "warm_start": config.get("warm", {}),
-        "vgg": info.meta.get("vgg"),
+        "vgg": vgg,
         "config": config,
         "commit": commit,  # the code the run trained with (the run's worktree) and this file was written at
         "heldout": {"input": {k: rows[0][k] for k in ("niqe", "luma", "r", "g", "b")}, "chosen": chosen},
@@ -154,6 +152,19 @@ def main() -> int:
     if args.pairs:
         pairs = json.loads(Path(args.pairs).read_text())
         card["lol15"] = {"psnr": pairs["mean_psnr"], "ssim": pairs["mean_ssim"], "pairs": len(pairs["pairs"])}
+    return card
+
+
+def main() -> int:
+    args = parse_args()
+    rows = json.loads(Path(args.curve).read_text())
+    shipped_luma = shipped_video_luma(args.video, args.bar_weights) if args.video else None
+    chosen = choose(rows, shipped_luma)
+    if args.dry_run:
+        print(f"would ship {chosen['checkpoint']} (held-out NIQE {chosen['niqe']:.3f})")
+        return 0
+    model, info = load_generator(Path(args.run) / chosen["checkpoint"])
+    card = model_card(args, rows, chosen, shipped_luma, info.meta.get("vgg"))
     out = Path(args.out)
     save_generator(model, out, {**info.meta, "checkpoint": chosen["checkpoint"]}, half=True)
     with atomic_output(out.with_suffix(".json")) as tmp:
