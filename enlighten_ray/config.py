@@ -26,6 +26,10 @@ class ModelSettings:
     ndf: int = 64  # discriminator base channels
     global_layers: int = 5
     local_layers: int = 4
+    # Deviation (paper: none): "lime" makes the generator correct the Retinex prior of
+    # `models/prior.py` (classical.teacher's estimate, computed on the whole frame) instead of
+    # enhancing from scratch; its last layer starts at zero, so training starts at the teacher.
+    prior: str = "none"
 
 
 @dataclass
@@ -68,6 +72,9 @@ class LossSettings:
     # Whole-image colour constancy (paper: none; Zero-DCE's L_col): the same log-ratios over all
     # pixels, against the casts the GAN learns from the normal domain's warm light.
     colour_weight: float = 0.0
+    # Size of the correction (paper: none): L1 between the output and the prior it corrects
+    # (model.prior lime), so the GAN changes the teacher's picture only where it pays.
+    residual_weight: float = 0.0
 
 
 @dataclass
@@ -90,6 +97,9 @@ class TrainSettings:
     # Deviation (paper: none): an exponential moving average of G's weights (StyleGAN2's G_ema),
     # with this half-life in images seen; checkpoints' generator.pt is the average. 0 = off.
     ema_half_life_images: float = 0.0
+    # Deviation (paper: none): the discriminators train alone for this many images first (G frozen),
+    # so a generator that starts from a good picture is not pushed by untrained Ds. 0 = off.
+    d_warmup_images: int = 0
 
 
 @dataclass

@@ -166,7 +166,12 @@ class Enhancer:
             tile = AUTO_TILE if max(x.shape[-2:]) > AUTO_TILE_SIDE else 0
         if not tile or max(x.shape[-2:]) <= tile:
             return self._forward(x, strength=self.strength)
-        return _tiled(lambda t: self._forward(t, strength=self.strength), x, tile, min(TILE_OVERLAP, tile // 4))
+        overlap = min(TILE_OVERLAP, tile // 4)
+        if getattr(self.model, "prior", "none") == "none":
+            return _tiled(lambda t: self._forward(t, strength=self.strength), x, tile, overlap)
+        # The prior's radius follows the frame: computed once on the whole frame, tiled with it.
+        both = torch.cat([x, self.model.base(x)], dim=1)
+        return _tiled(lambda t: self._forward(t[:, :3], strength=self.strength, prior=t[:, 3:]), both, tile, overlap)
 
 
 def _compiled(model: nn.Module, backend: str | Callable = "inductor") -> Callable[..., torch.Tensor]:
@@ -175,23 +180,25 @@ def _compiled(model: nn.Module, backend: str | Callable = "inductor") -> Callabl
     compiled = torch.compile(model, dynamic=False, backend=backend)
     current = [compiled]
 
-    def forward(x: torch.Tensor, strength: float) -> torch.Tensor:
+    def forward(x: torch.Tensor, strength: float, prior: torch.Tensor | None = None) -> torch.Tensor:
+        kwargs = {} if prior is None else {"prior": prior}
         try:
-            return current[0](x, strength=strength)
+            return current[0](x, strength=strength, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any compiler failure: the eager model still works
             if current[0] is model:
                 raise
             log.warning("torch.compile failed (%s): running the generator uncompiled", reason(exc))
             current[0] = model
-            return model(x, strength=strength)
+            return model(x, strength=strength, **kwargs)
 
     return forward
 
 
 def _tiled(run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
-    """Apply `run` to overlapping tiles of x (B, C, H, W); overlaps are blended with linear ramps."""
+    """Apply `run` to overlapping tiles of x (B, C, H, W), which returns (B, 3, h, w) per tile;
+    overlaps are blended with linear ramps."""
     h, w = x.shape[-2:]
-    out = torch.zeros_like(x, dtype=torch.float32)
+    out = torch.zeros((x.shape[0], 3, h, w), dtype=torch.float32, device=x.device)
     weight = torch.zeros((1, 1, h, w), device=x.device)
     for top in _starts(h, tile, overlap):
         for left in _starts(w, tile, overlap):

@@ -3,6 +3,10 @@
 
 Layer attribute names are the released `Unet_resize_conv`'s (conv1_1, bn1_1, ..., deconv5, conv10),
 so the authors' `200_net_G_A.pth` loads into this module once its `module.` prefix is stripped.
+
+With `prior="lime"` (a deviation, paper: none) the U-Net sees the Retinex prior of `prior.py`
+instead of the raw frame and its attention-weighted output is a correction of the prior: the
+last layer starts at zero (`reset_residual`), so an untrained generator is the classical teacher.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from enlighten_ray.models.prior import prior_function
 
 __all__ = ["EnlightenGenerator", "attention_map", "check_strength", "from_model_range", "to_model_range"]
 
@@ -57,16 +63,19 @@ def _pad_to_multiple(x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int, int
 
 
 class EnlightenGenerator(nn.Module):
-    """Attention-guided U-Net: output = input + strength * (latent * attention), in [-1, 1].
+    """Attention-guided U-Net: output = input + strength * (base + latent * attention - input), in
+    [-1, 1], where base is the input itself (the paper) or its Retinex prior (`prior="lime"`).
 
     Encoder stages are two (conv3x3 -> LeakyReLU(0.2) -> BatchNorm) blocks, BN after the
     activation as released; the decoder upsamples bilinearly and halves channels with a 3x3 conv
     (`deconvN`) before concatenating the attention-weighted skip. Any H x W is accepted.
     """
 
-    def __init__(self, width: int = 32, align_corners: bool = True) -> None:
+    def __init__(self, width: int = 32, align_corners: bool = True, prior: str = "none") -> None:
         super().__init__()
         self.width = width
+        self.prior = prior
+        self._prior_fn = prior_function(prior)
         # torch 0.3's bilinear upsampling, which trained the released weights, was align_corners=True.
         self.align_corners = align_corners
         ch = [width * m for m in STAGE_MULTIPLIERS]
@@ -81,6 +90,16 @@ class EnlightenGenerator(nn.Module):
             self._add_block(f"{stage}_2", cout, cout, norm=stage != 9)  # the last block has no BN
         self.conv10 = nn.Conv2d(ch[0], 3, 1)
 
+    def reset_residual(self) -> None:
+        """Zero the last layer: the output is then the base (the prior) exactly, and training
+        starts from it rather than from a random correction."""
+        nn.init.zeros_(self.conv10.weight)
+        nn.init.zeros_(self.conv10.bias)
+
+    def base(self, x: torch.Tensor) -> torch.Tensor:
+        """What the U-Net corrects: x itself, or its prior computed on x as a whole frame."""
+        return x if self._prior_fn is None else self._prior_fn(x)
+
     def _add_block(self, name: str, cin: int, cout: int, norm: bool = True) -> None:
         self.add_module(f"conv{name}", nn.Conv2d(cin, cout, 3, padding=1))
         if norm:
@@ -91,16 +110,20 @@ class EnlightenGenerator(nn.Module):
         bn = getattr(self, f"bn{name}", None)
         return bn(x) if bn is not None else x
 
-    def forward(self, x: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-        """x: (B, 3, H, W) in [-1, 1]. Returns (B, 3, H, W), not clamped (the residual may overshoot)."""
+    def forward(self, x: torch.Tensor, strength: float = 1.0, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, 3, H, W) in [-1, 1]. Returns (B, 3, H, W), not clamped (the residual may overshoot).
+        `prior`: `base(frame)` computed beforehand on the whole frame that x is a tile or crop of
+        (the prior's radius follows the frame's size); None computes it on x."""
         h0, w0 = x.shape[-2:]
+        base = x if self.prior == "none" else (self.base(x) if prior is None else prior)
         x, (left, _, top, _) = _pad_to_multiple(x)
+        base = x if self.prior == "none" else _pad_to_multiple(base)[0]
         gray = attention_map(x)
         grays = [gray]  # the attention map at each encoder scale, max-pooled as released
         for _ in range(4):
             grays.append(F.max_pool2d(grays[-1], 2))
 
-        h = torch.cat([x, gray], dim=1)  # (B, 4, H, W)
+        h = torch.cat([base, gray], dim=1)  # (B, 4, H, W)
         skips = []
         for stage in range(1, 5):
             h = self._block(f"{stage}_2", self._block(f"{stage}_1", h))
@@ -116,5 +139,5 @@ class EnlightenGenerator(nn.Module):
             h = self._block(f"{stage}_2", self._block(f"{stage}_1", h))
 
         latent = self.conv10(h) * gray  # times_residual
-        out = x + strength * latent
+        out = x + strength * latent if self.prior == "none" else x + strength * (base + latent - x)
         return out[..., top : top + h0, left : left + w0]

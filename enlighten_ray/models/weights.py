@@ -67,7 +67,7 @@ def save_generator(
     payload = {
         "format": FORMAT,
         "version": 1,
-        "config": {"width": model.width, "align_corners": model.align_corners},
+        "config": {"width": model.width, "align_corners": model.align_corners, "prior": model.prior},
         "state_dict": state,
         "meta": dict(meta or {}),
     }
@@ -191,7 +191,7 @@ class ModelInfo:
 
     path: str
     origin: str  # "ours" (enlighten-ray's file) or "official" (the authors' *_net_G_A.pth)
-    config: dict[str, Any]  # the generator's arguments (width, align_corners)
+    config: dict[str, Any]  # the generator's arguments (width, align_corners, prior: absent = none)
     params: int
     id: str  # sha256 prefix of the file: names what was made with it
     meta: dict[str, Any]  # what the training run recorded (epoch, step, vgg, ...)

@@ -26,6 +26,7 @@ from enlighten_ray.errors import reason
 from enlighten_ray.io.images import decode_image
 from enlighten_ray.io.storage import Location, opened
 from enlighten_ray.io.video import VideoReader
+from enlighten_ray.models.prior import prior_function
 from enlighten_ray.train.index import DomainIndex
 from enlighten_ray.train.transforms import augment_low, augment_normal
 
@@ -88,23 +89,32 @@ def load_rgb(loc: Location, path: str, kind: str, pts: int) -> np.ndarray:
 
 
 def _augment_batch(
-    batch: dict[str, np.ndarray], loc: Location, role: str, cfg: DataSettings, teacher_dark: float | None = None
+    batch: dict[str, np.ndarray],
+    loc: Location,
+    role: str,
+    cfg: DataSettings,
+    teacher_dark: float | None = None,
+    prior: str = "none",
 ) -> dict[str, np.ndarray]:
     """map_batches UDF: index rows -> augmented (B, 3, S, S) float32 crops in [-1, 1] (`low` +
-    `low_input`, and `teacher` when `teacher_dark` is set, for the low domain; `normal` for the
-    other). Items that fail to read are reported and dropped instead of failing the block."""
+    `low_input`, `teacher` when `teacher_dark` is set and `prior` for a prior generator, for the
+    low domain; `normal` for the other). Items that fail to read are reported and dropped instead
+    of failing the block."""
     rng = np.random.default_rng()  # fresh entropy per batch: pooled Ray workers share torch's default seed
     torch.manual_seed(int(rng.integers(2**62)))  # torchvision's RandomCrop/flips draw from torch
     keys = ("low", "low_input") if role == "low" else ("normal",)
     if role == "low" and teacher_dark is not None:
         keys += ("teacher",)
+    base = prior_function(prior)
+    if role == "low" and base is not None:
+        keys += ("prior",)
     out: dict[str, list[torch.Tensor]] = {k: [] for k in keys}
     for path, kind, pts in zip(batch["path"], batch["kind"], batch["pts"]):
         try:
             image = load_rgb(loc, path, kind, int(pts))
             if role == "low":
                 guide = None if teacher_dark is None else classical.teacher(image, dark=teacher_dark)
-                crops = augment_low(image, cfg, rng, guide)
+                crops = augment_low(image, cfg, rng, guide, base)
             else:
                 crops = {"normal": augment_normal(image, cfg)}
         except Exception as exc:  # noqa: BLE001
@@ -127,7 +137,12 @@ def training_datasets(
     for index in (low, normal):
         dark = cfg.warm.dark if teacher else None
         augment = functools.partial(
-            _augment_batch, loc=index.location, role=index.role, cfg=cfg.data, teacher_dark=dark
+            _augment_batch,
+            loc=index.location,
+            role=index.role,
+            cfg=cfg.data,
+            teacher_dark=dark,
+            prior=cfg.model.prior,
         )
         out[index.role] = epoch_order(index, rows).map_batches(augment, batch_size=8, batch_format="numpy")
     return out

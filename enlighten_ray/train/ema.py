@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn, update_bn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 __all__ = ["BN_IMAGES", "averaged_generator", "build_ema", "ema_decay"]
 
@@ -32,17 +32,35 @@ def build_ema(generator: nn.Module, half_life_images: float, batch_size: int) ->
     return AveragedModel(generator, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
-def averaged_generator(ema: AveragedModel, batches: Iterable[torch.Tensor]) -> nn.Module:
+def averaged_generator(
+    ema: AveragedModel, batches: Iterable[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+) -> nn.Module:
     """The moving average ready for inference: a copy whose BatchNorm statistics are measured anew
-    (SWA's `update_bn`) on `batches` of G's recent training inputs. Averaged weights do not match
-    averaged statistics: measured on this project's run, that G's eval outputs were a grey wash
-    with dark contour lines; re-measured, they matched G's own."""
+    (as SWA's `update_bn`) on `batches` of G's recent training inputs, or (input, prior) pairs
+    for a prior generator. Averaged weights do not match averaged statistics: measured on this
+    project's run, that G's eval outputs were a grey wash with dark contour lines; re-measured,
+    they matched G's own."""
     model = _plain_batchnorm(copy.deepcopy(ema.module))
     batches = list(batches)
     if batches:  # none (a checkpoint before any step): the averaged statistics, as they are
-        with torch.no_grad():
-            update_bn(batches, model)
+        _measure_bn(model, batches)
     return model.eval()
+
+
+@torch.no_grad()
+def _measure_bn(model: nn.Module, batches: list[torch.Tensor | tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """`update_bn`'s cumulative average over the batches, passing each pair's prior to G."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    for batch in batches:
+        x, prior = batch if isinstance(batch, tuple) else (batch, None)
+        model(x) if prior is None else model(x, prior=prior)
+    for m, momentum in momenta.items():
+        m.momentum = momentum
 
 
 def _plain_batchnorm(module: nn.Module) -> nn.Module:

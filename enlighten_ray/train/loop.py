@@ -306,18 +306,20 @@ def _step(
     cfg: Config,
     images_seen: int,
 ) -> dict[str, torch.Tensor]:
-    """The warm start's step while its images last, then the paper's (with the decaying anchor);
-    the moving average follows G after either."""
+    """The warm start's step while its images last, then the paper's (with the decaying anchor;
+    G frozen while the Ds warm up); the moving average follows G after either."""
     if images_seen < cfg.warm.images:
         metrics = warm_step(trainee.nets.generator, trainee.optimizers.generator, batch, precision)
     else:
         anchor = cfg.warm.anchor(images_seen)
+        warmed = images_seen >= cfg.train.d_warmup_images
         metrics = train_step(
-            trainee.nets, trainee.optimizers, trainee.loss, batch, precision, rng=patches, anchor=anchor
+            trainee.nets, trainee.optimizers, trainee.loss, batch, precision, patches, anchor, train_generator=warmed
         )
     if trainee.ema is not None:
         trainee.ema.update_parameters(trainee.bare.generator)
-        trainee.recent.append(batch["low_input"])
+        prior = batch.get("prior")
+        trainee.recent.append(batch["low_input"] if prior is None else (batch["low_input"], prior))
     return metrics
 
 

@@ -143,11 +143,13 @@ class EnlightenGANLoss:
         rng: torch.Generator | None = None,
         teacher: torch.Tensor | None = None,
         anchor: float = 0.0,
+        prior: torch.Tensor | None = None,
     ) -> GeneratorPhase:
         """`low_input` is what G sees (possibly darkened); the SFP loss compares with `low`. With
-        `anchor` > 0, G's loss adds anchor x L1 to `teacher` (the warm start's decaying anchor)."""
+        `anchor` > 0, G's loss adds anchor x L1 to `teacher` (the warm start's decaying anchor).
+        `prior`: the prior of the whole `low_input` image, cropped with it (model.prior lime)."""
         cfg = self.cfg
-        fake = self.generator(low_input)  # one G forward per step (BatchNorm under DDP)
+        fake = self.fake(low_input, prior)  # one G forward per step (BatchNorm under DDP)
         d_global, d_local = _unwrap(self.d_global), _unwrap(self.d_local)
         g_global = relativistic_g_loss(d_global(normal), d_global(fake))
 
@@ -169,11 +171,17 @@ class EnlightenGANLoss:
         if cfg.dark_exposure_weight > 0:
             metrics["dark_exposure"] = dark_exposure_loss(fake, low_input, cfg.dark_luma, cfg.dark_exposure_luma)
             total = total + cfg.dark_exposure_weight * metrics["dark_exposure"]
+        if cfg.residual_weight > 0 and prior is not None:
+            metrics["residual"] = F.l1_loss(fake.float(), prior.float())
+            total = total + cfg.residual_weight * metrics["residual"]
         if anchor > 0 and teacher is not None:
             metrics["teacher_l1"] = teacher_l1(fake, teacher)
             total = total + anchor * metrics["teacher_l1"]
         metrics["g_total"] = total
         return GeneratorPhase(total, fake, offsets, metrics)
+
+    def fake(self, low_input: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        return self.generator(low_input) if prior is None else self.generator(low_input, prior=prior)
 
     def d_global_loss(self, normal: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         # Ds have no normalisation, so one forward over [real; fake] equals two separate ones.

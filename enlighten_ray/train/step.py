@@ -13,7 +13,7 @@ from enlighten_ray.config import Config
 from enlighten_ray.models.discriminator import NoNormDiscriminator
 from enlighten_ray.models.generator import EnlightenGenerator
 from enlighten_ray.models.vgg import VGGFeatures, load_vgg
-from enlighten_ray.train.losses import EnlightenGANLoss, teacher_l1
+from enlighten_ray.train.losses import EnlightenGANLoss, random_patch_offsets, teacher_l1
 
 __all__ = [
     "Nets",
@@ -54,13 +54,15 @@ def build_nets(cfg: Config) -> Nets:
     """G and both Ds, initialised as the release, in channels_last (faster convolutions on CPU and GPU)."""
     m = cfg.model
     nets = [
-        EnlightenGenerator(width=m.width, align_corners=m.align_corners),
+        EnlightenGenerator(width=m.width, align_corners=m.align_corners, prior=m.prior),
         NoNormDiscriminator(ndf=m.ndf, n_layers=m.global_layers),
         NoNormDiscriminator(ndf=m.ndf, n_layers=m.local_layers),
     ]
     for net in nets:
         net.apply(init_weights)
         net.to(memory_format=torch.channels_last)
+    if m.prior != "none":
+        nets[0].reset_residual()
     return Nets(*nets)
 
 
@@ -101,23 +103,30 @@ def train_step(
     autocast: contextlib.AbstractContextManager | None = None,
     rng: torch.Generator | None = None,
     anchor: float = 0.0,
+    train_generator: bool = True,
 ) -> dict[str, torch.Tensor]:
     """One step in the release's order: G, then global D and local D on the same (detached) fake.
-    `batch` holds `low`, `low_input` (maybe darkened) and `normal`, (B, 3, S, S) in [-1, 1], and
-    `teacher` where `anchor` > 0 adds the warm start's L1 anchor to G's loss."""
+    `batch` holds `low`, `low_input` (maybe darkened) and `normal`, (B, 3, S, S) in [-1, 1],
+    `prior` with a prior generator, and `teacher` where `anchor` > 0 adds the warm start's L1
+    anchor to G's loss. `train_generator` False: G only makes the fakes (the Ds' warm-up)."""
     autocast = autocast or contextlib.nullcontext()
-    low, low_input, normal = batch["low"], batch["low_input"], batch["normal"]
+    low, low_input, normal, prior = batch["low"], batch["low_input"], batch["normal"], batch.get("prior")
 
-    # G phase: freeze the Ds so the G loss puts no gradient on them.
-    _set_requires_grad([nets.d_global, nets.d_local], False)
-    opts.generator.zero_grad(set_to_none=True)
-    with autocast:
-        g = loss.generator_phase(low, low_input, normal, rng, batch.get("teacher"), anchor)
-    g.loss.backward()
-    opts.generator.step()
-    _set_requires_grad([nets.d_global, nets.d_local], True)
+    if train_generator:  # G phase: freeze the Ds so the G loss puts no gradient on them.
+        _set_requires_grad([nets.d_global, nets.d_local], False)
+        opts.generator.zero_grad(set_to_none=True)
+        with autocast:
+            g = loss.generator_phase(low, low_input, normal, rng, batch.get("teacher"), anchor, prior)
+        g.loss.backward()
+        opts.generator.step()
+        _set_requires_grad([nets.d_global, nets.d_local], True)
+        fake, offsets, g_metrics = g.fake.detach(), g.offsets, g.metrics
+    else:
+        with torch.no_grad(), autocast:
+            fake = loss.fake(low_input, prior)
+        size = loss.cfg.patch_size
+        offsets, g_metrics = random_patch_offsets(*fake.shape[-2:], size, 1 + loss.cfg.num_patches, rng), {}
 
-    fake = g.fake.detach()
     opts.d_global.zero_grad(set_to_none=True)
     with autocast:
         d_global = loss.d_global_loss(normal, fake)
@@ -126,11 +135,11 @@ def train_step(
 
     opts.d_local.zero_grad(set_to_none=True)
     with autocast:
-        d_local = loss.d_local_loss(normal, fake, g.offsets)
+        d_local = loss.d_local_loss(normal, fake, offsets)
     d_local.backward()
     opts.d_local.step()
 
-    metrics = {**g.metrics, "d_global": d_global, "d_local": d_local}
+    metrics = {**g_metrics, "d_global": d_global, "d_local": d_local}
     # Detached tensors, not floats: converting every step would sync the GPU seven times.
     return {k: v.detach() for k, v in metrics.items()}
 
@@ -146,7 +155,8 @@ def warm_step(
     discriminators and no VGG: a fraction of a full step's cost."""
     opt.zero_grad(set_to_none=True)
     with autocast or contextlib.nullcontext():
-        fake = generator(batch["low_input"])
+        prior = batch.get("prior")
+        fake = generator(batch["low_input"]) if prior is None else generator(batch["low_input"], prior=prior)
     l1 = teacher_l1(fake, batch["teacher"])
     l1.backward()
     opt.step()

@@ -3,6 +3,8 @@ darkened by t ~ U[2, 4]. Runs on CPU (in Ray Data), on one image at a time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torchvision.transforms import v2
@@ -36,20 +38,31 @@ def darken(image: torch.Tensor, factor: float) -> torch.Tensor:
 
 
 def augment_low(
-    image: np.ndarray, cfg: DataSettings, rng: np.random.Generator, teacher: np.ndarray | None = None
+    image: np.ndarray,
+    cfg: DataSettings,
+    rng: np.random.Generator,
+    teacher: np.ndarray | None = None,
+    prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """`low` is the crop the SFP loss compares against; `low_input` is what G sees. A `teacher`
-    image (same size, computed from the whole low image) is cropped and flipped with it."""
+    image (same size, computed from the whole low image) is cropped and flipped with it. `prior`
+    (the generator's `base`) is computed on the whole, maybe darkened, image G's crop is cut from,
+    as inference computes it on whole frames, and is cropped and flipped with it."""
     full = image_to_model(image)
+    factor = rng.uniform(cfg.darken_min, cfg.darken_max) if rng.random() < cfg.darken_prob else 1.0
+    parts = [full]
     if teacher is not None:
-        full = torch.cat([full, image_to_model(teacher)])
-    crops = crop_and_flip(full, cfg.crop_size, cfg.flip)
-    low = crops[:3]
-    out = {} if teacher is None else {"teacher": crops[3:]}
-    low_input = low
-    if rng.random() < cfg.darken_prob:
-        low_input = darken(low, rng.uniform(cfg.darken_min, cfg.darken_max))
-    return {"low": low, "low_input": low_input, **out}
+        parts.append(image_to_model(teacher))
+    if prior is not None:
+        parts.append(prior(darken(full, factor)[None])[0])
+    crops = crop_and_flip(torch.cat(parts), cfg.crop_size, cfg.flip).split(3)
+    low = crops[0]
+    out = {"low": low, "low_input": darken(low, factor) if factor != 1.0 else low}
+    if teacher is not None:
+        out["teacher"] = crops[1]
+    if prior is not None:
+        out["prior"] = crops[-1]
+    return out
 
 
 def augment_normal(image: np.ndarray, cfg: DataSettings) -> torch.Tensor:
