@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
 from typing import Any
 
 import ray
 
-__all__ = ["WARM_IDLE_WORKERS", "init_ray"]
+__all__ = ["WARM_IDLE_WORKERS", "init_ray", "shutdown_ray"]
 
 # Idle Ray workers a cluster started here keeps. Ray's default keeps as many as there are free
 # CPUs, so while training workers and Ray Data's coordinators hold a small node's CPUs every idle
@@ -26,3 +27,15 @@ def init_ray(**kwargs: Any) -> None:
         return
     os.environ.setdefault("RAY_num_workers_soft_limit", str(WARM_IDLE_WORKERS))
     ray.init(**kwargs)
+
+
+def shutdown_ray() -> None:
+    """`ray.shutdown()` with Ctrl-C held off until it is done: Ray's own shutdown at interpreter
+    exit, interrupted, printed a KeyboardInterrupt traceback and then crashed (exit 139)."""
+    if not ray.is_initialized():
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ray.shutdown()
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -14,7 +14,7 @@ import yaml
 
 from enlighten_ray.errors import BadInputError
 
-__all__ = ["CONFIG_FILE", "Config", "load_config", "apply_overrides", "from_dict"]
+__all__ = ["CONFIG_FILE", "Config", "load_config", "apply_overrides", "from_dict", "validate"]
 
 CONFIG_FILE = "config.yaml"  # the settings a run (and each of its checkpoints) was trained with
 
@@ -167,6 +167,89 @@ class Config:
         return asdict(self)
 
 
+INF = float("inf")
+# Each numeric key's valid range [low, high], checked whenever a config is loaded or rebuilt.
+# model.width is capped where the generator still fits a large GPU (width 512: ~2.2 G parameters).
+RANGES: dict[str, tuple[float, float]] = {
+    "model.width": (1, 512),
+    "model.ndf": (1, 1024),
+    "model.global_layers": (1, 8),
+    "model.local_layers": (1, 8),
+    "data.crop_size": (16, 4096),
+    "data.darken_prob": (0, 1),
+    "data.darken_min": (1, INF),
+    "data.darken_max": (1, INF),
+    "data.video_every_n": (0, INF),
+    "data.video_fps": (0, INF),
+    "data.max_mean": (0, 255),
+    "data.num_val_images": (0, 64),
+    "loss.global_weight": (0, INF),
+    "loss.local_weight": (0, INF),
+    "loss.sfp_weight": (0, INF),
+    "loss.num_patches": (0, 64),
+    "loss.patch_size": (1, 4096),
+    "loss.dark_colour_weight": (0, INF),
+    "loss.dark_luma": (0, 255),
+    "loss.dark_exposure_weight": (0, INF),
+    "loss.dark_exposure_luma": (0, 255),
+    "loss.colour_weight": (0, INF),
+    "loss.residual_weight": (0, INF),
+    "optim.lr": (1e-12, 1),
+    "optim.beta1": (0, 0.999999),
+    "optim.beta2": (0, 0.999999),
+    "optim.epochs_constant": (0, INF),
+    "optim.epochs_decay": (0, INF),
+    "train.batch_size": (1, INF),
+    "train.seed": (0, 2**63 - 1),
+    "train.checkpoint_every": (1, INF),
+    "train.log_every": (1, INF),
+    "train.max_steps_per_epoch": (0, INF),
+    "train.ema_half_life_images": (0, INF),
+    "train.d_warmup_images": (0, INF),
+    "warm.images": (0, INF),
+    "warm.anchor_weight": (0, INF),
+    "warm.anchor_images": (0, INF),
+    "warm.dark": (0, 1),
+    "scaling.num_workers": (1, INF),
+    "scaling.cpus_per_worker": (0.01, INF),
+    "run.num_to_keep": (0, INF),
+    "failure.max_failures": (-1, INF),  # -1: retry without end (Ray's convention)
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "model.prior": ("none", "lime"),
+    "scaling.precision": ("bf16", "fp32"),
+}
+
+
+def validate(cfg: Config) -> Config:
+    """Every key of its type, every numeric key inside its range and every choice one of its
+    values, else a BadInputError naming the key; then the checks that involve two keys. Also for
+    a Config built in code (the library path), not only for one loaded from YAML."""
+    for section in dataclasses.fields(cfg):
+        part = getattr(cfg, section.name)
+        for name, kind in typing.get_type_hints(type(part)).items():
+            setattr(part, name, _coerce(getattr(part, name), kind, f"{section.name}.{name}"))
+    for key, (low, high) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not low <= value <= high:
+            bounds = f">= {low:g}" if high == INF else f"in [{low:g}, {high:g}]"
+            raise BadInputError(key, f"must be {bounds}, got {value!r}")
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) not in allowed:
+            raise BadInputError(
+                key, f"must be one of {', '.join(allowed)}, got {getattr(getattr(cfg, section), name)!r}"
+            )
+    if cfg.data.darken_max < cfg.data.darken_min:
+        raise BadInputError("data.darken_max", f"must be >= data.darken_min ({cfg.data.darken_min:g})")
+    if cfg.loss.patch_size > cfg.data.crop_size:
+        raise BadInputError("loss.patch_size", f"must be <= data.crop_size ({cfg.data.crop_size})")
+    if cfg.epochs < 1:
+        raise BadInputError("optim.epochs_constant", "optim.epochs_constant + optim.epochs_decay must be >= 1")
+    return cfg
+
+
 def _coerce(value: Any, kind: Any, key: str) -> Any:
     """Check a value against a dataclass field type; ints are accepted where floats are expected."""
     if isinstance(value, bool) and kind is not bool:  # bool is an int subclass: never a number here
@@ -196,7 +279,7 @@ def from_dict(values: dict[str, Any]) -> Config:
     """Rebuild a Config (e.g. on a Ray worker, from `asdict`), rejecting unknown keys."""
     cfg = Config()
     _merge(cfg, values or {}, "")
-    return cfg
+    return validate(cfg)
 
 
 def _parse_value(text: str) -> Any:
@@ -227,4 +310,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         except (OSError, yaml.YAMLError) as exc:
             raise BadInputError(path, f"cannot read config: {exc}") from exc
         _merge(cfg, values, "")
-    return apply_overrides(cfg, overrides or [])
+    return validate(apply_overrides(cfg, overrides or []))

@@ -15,7 +15,11 @@ The choice, on 50 held-out `train/low` images and the first 60 frames of an eval
 - keep their near-black pixels (input luma < 10) grey: max/min of the outputs' channel means
   there <= MAX_CAST (near black, the inputs' own balance is noise: 1.43 on the held-out set),
 - on the video (when the curve has it): are not darker than the model shipped before (the bar,
-  `--bar-weights`), and keep its near-black pixels (input luma < 8) grey the same way.
+  `--bar-weights`), and keep its near-black pixels (input luma < 8) grey the same way,
+- score a held-out NIQE no worse than the prior alone (the curve's "prior" row, for a prior
+  generator's run) and than the model shipped before (its card's held-out NIQE): a model that
+  cannot beat its own starting point or its predecessor is not shipped. If none passes, nothing is.
+Then Table 1, LOL15 and the sheet (`jobs/release_sheet.py`) are looked at before shipping.
 NIQE runs on grey and cannot see a cast, hence the colour terms. Writes
 enlighten_ray/assets/enlightengan-cpu.pt (fp16) and its card enlightengan-cpu.json (atomically).
 The second pass (--table/--pairs) re-chooses: pass the same --bar-weights (the previous model,
@@ -50,9 +54,11 @@ def shift(row: dict, ref: dict) -> float:
     return max(gains) / min(gains)
 
 
-def rejections(row: dict, inputs: dict, shipped_luma: float | None) -> list[str]:
-    """Why a checkpoint may not ship (empty: it may)."""
-    why = []
+def rejections(
+    row: dict, inputs: dict, shipped_luma: float | None, niqe_bars: dict[str, float] | None = None
+) -> list[str]:
+    """Why a checkpoint may not ship (empty: it may). `niqe_bars`: held-out NIQEs it must not exceed."""
+    why = [f"held-out NIQE above {name}'s {bar:.3f}" for name, bar in (niqe_bars or {}).items() if row["niqe"] > bar]
     if row["luma"] <= inputs["luma"]:
         why.append("does not brighten")
     if shift(row, inputs) > MAX_SHIFT:
@@ -69,16 +75,21 @@ def rejections(row: dict, inputs: dict, shipped_luma: float | None) -> list[str]
     return why
 
 
-def choose(rows: list[dict], shipped_luma: float | None = None) -> dict:
-    inputs, trained = rows[0], rows[1:]
+def choose(rows: list[dict], shipped_luma: float | None = None, shipped_niqe: float | None = None) -> dict:
+    inputs = rows[0]
+    bars = {r["checkpoint"]: r["niqe"] for r in rows[1:] if r["checkpoint"] == "prior"}
+    if shipped_niqe is not None:
+        bars["the shipped model"] = shipped_niqe
     fair = []
-    for r in trained:
-        why = rejections(r, inputs, shipped_luma)
+    for r in rows[1:]:
+        if r["checkpoint"] == "prior":
+            continue
+        why = rejections(r, inputs, shipped_luma, bars)
         print(f"{r['checkpoint']}: NIQE {r['niqe']:.3f} " + ("; ".join(why) if why else "eligible"))
         if not why:
             fair.append(r)
     if not fair:
-        raise SystemExit("no checkpoint passes the rule (reasons above)")
+        raise SystemExit("no checkpoint passes the rule (reasons above): nothing to ship")
     return min(fair, key=lambda r: r["niqe"])
 
 
@@ -91,6 +102,12 @@ def shipped_video_luma(video: str, weights: str | None = None) -> float:
     frames = video_frames(video)
     enhancer = Enhancer(load_generator(weights)[0], device="cpu")
     return colour_stats([enhancer(f) for f in frames], frames, VIDEO_DARK_LUMA)["luma"]
+
+
+def shipped_heldout_niqe(weights: str | None = None) -> float | None:
+    """The held-out NIQE the previous model's card recorded when it was chosen (None: no card)."""
+    card = read_card(weights or DEFAULT_WEIGHTS)
+    return card.get("heldout", {}).get("chosen", {}).get("niqe")
 
 
 def _started_from(config: dict) -> dict:
@@ -159,7 +176,7 @@ def main() -> int:
     args = parse_args()
     rows = json.loads(Path(args.curve).read_text())
     shipped_luma = shipped_video_luma(args.video, args.bar_weights) if args.video else None
-    chosen = choose(rows, shipped_luma)
+    chosen = choose(rows, shipped_luma, shipped_heldout_niqe(args.bar_weights))
     if args.dry_run:
         print(f"would ship {chosen['checkpoint']} (held-out NIQE {chosen['niqe']:.3f})")
         return 0

@@ -98,14 +98,16 @@ def test_images_enhanced_bad_ones_recorded_and_rerun_redoes_nothing(
     assert not (out / "corrupt.jpg").exists() and not (out / "empty.png").exists()
 
     before, lines = mtimes(out), (out / "_manifest.jsonl").read_text()
-    stale = out / "sub" / ".img_009.k1ll3d.partial.png"  # what a SIGKILL mid-write leaves
-    stale.parent.mkdir(exist_ok=True)
-    stale.write_bytes(b"half a png")
+    stale = out / "day" / "cam2" / ".img_001.k1ll3d00.partial.jpg"  # what a SIGKILL mid-write leaves
+    stale.write_bytes(b"half a jpeg")
+    users = out / "sub" / ".img_009.k1ll3d00.partial.png"  # the same shape, but no input maps to sub/img_009.png
+    users.parent.mkdir(exist_ok=True)
+    users.write_bytes(b"not ours")
     again = run(dataclasses.replace(opts, progress=False))
 
     assert (again.done, again.skipped, len(again.failed), again.exit_code) == (0, 6, 2, 1)
     assert "images:" not in capsys.readouterr().err  # -q
-    assert not stale.exists()
+    assert not stale.exists() and users.read_bytes() == b"not ours"
     assert (out / "_manifest.jsonl").read_text() == lines
     after = mtimes(out)
     assert {k: after[k] for k in good} == {k: before[k] for k in good}

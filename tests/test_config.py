@@ -44,6 +44,17 @@ def test_overrides_are_typed_and_applied_after_yaml() -> None:
         ("model.width=true", "model.width: expected int"),
         ("scaling.use_gpu=2", "scaling.use_gpu: expected bool"),
         ("width=8", "overrides look like section.key=value"),
+        ("model.width=-8", r"model.width: must be in \[1, 512\], got -8"),
+        ("model.width=100000", "model.width: must be in"),
+        ("data.crop_size=-5", "data.crop_size: must be in"),
+        ("optim.lr=-1", "optim.lr: must be in"),
+        ("train.log_every=0", "train.log_every: must be >= 1"),
+        ("train.max_steps_per_epoch=-7", "train.max_steps_per_epoch: must be >= 0"),
+        ("scaling.cpus_per_worker=-2", "scaling.cpus_per_worker: must be >= 0.01"),
+        ("data.darken_prob=7", r"data.darken_prob: must be in \[0, 1\]"),
+        ("data.darken_max=1.5", "data.darken_max: must be >= data.darken_min"),
+        ("model.prior='retinex'", "model.prior: must be one of none, lime"),
+        ("loss.patch_size=400", r"loss.patch_size: must be <= data.crop_size \(320\)"),
     ],
 )
 def test_bad_overrides_name_the_key(override: str, message: str) -> None:
@@ -61,3 +72,30 @@ def test_unknown_yaml_key_is_an_error(tmp_path: Path) -> None:
 def test_round_trip_through_a_plain_dict() -> None:
     cfg = load_config(CONFIGS / "smoke.yaml")
     assert from_dict(cfg.to_dict()) == cfg
+
+
+def test_every_numeric_key_has_a_range_and_the_library_path_checks_it() -> None:
+    import dataclasses
+
+    from enlighten_ray.config import RANGES
+
+    cfg = Config()
+    numeric = {
+        f"{section.name}.{f.name}"
+        for section in dataclasses.fields(cfg)
+        for f in dataclasses.fields(getattr(cfg, section.name))
+        if f.type in ("int", "float")
+    }
+    assert numeric == set(RANGES)
+    values = cfg.to_dict()
+    values["train"]["batch_size"] = 0
+    with pytest.raises(BadInputError, match="train.batch_size: must be >= 1"):
+        from_dict(values)
+
+
+def test_a_config_built_in_code_is_checked_like_a_loaded_one() -> None:
+    from enlighten_ray.config import ModelSettings, validate
+
+    with pytest.raises(BadInputError, match="model.width: expected int, got '8'"):
+        validate(Config(model=ModelSettings(width="8")))
+    assert validate(Config(model=ModelSettings(width=8))).model.width == 8

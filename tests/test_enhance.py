@@ -306,7 +306,7 @@ def test_one_planner_for_both_runners_refuses_shared_outputs_and_only_the_cleanu
     tmp_path: Path,
 ) -> None:
     from enlighten_ray.infer.local import plan_jobs
-    from enlighten_ray.infer.plan import plan_outputs, remove_partials, skip_existing
+    from enlighten_ray.infer.plan import owned_by, plan_outputs, remove_partials, skip_existing
     from enlighten_ray.io.storage import Location
 
     src, dst = tmp_path / "in", tmp_path / "out"
@@ -315,24 +315,37 @@ def test_one_planner_for_both_runners_refuses_shared_outputs_and_only_the_cleanu
         Image.fromarray(frame_rgb(1, (16, 16))).save(src / name)
     make_video(src / "clip.avi", [0, 40], audio_seconds=0)  # .avi is written as .mkv ...
     shutil.copy(src / "clip.avi", src / "clip.webm")  # ... and so is .webm: one output for two inputs
-    (dst).mkdir()
+    (dst / "deep" / "er").mkdir(parents=True)
     (dst / "a.png").write_bytes(b"done earlier")
-    stale = dst / ".b.x1y2.partial.png"
+    stale = dst / ".b.x1y2z3w4.partial.png"
     stale.write_bytes(b"a killed run's half-written file")
+    # not the tool's: names that merely contain ".partial", and our exact shape for an output no input maps to
+    users = [dst / ".thesis.partial.docx", dst / "deep" / "er" / ".cache.partial", dst / ".notes.abcd1234.partial.txt"]
+    for f in users:
+        f.write_bytes(b"the user's own")
 
-    plan = plan_outputs(Location(str(src)), Location(str(dst)), skip_existing(Location(str(dst)).listing()))
+    listing = Location(str(dst)).listing()
+    plan = plan_outputs(Location(str(src)), Location(str(dst)), skip_existing(listing))
     assert stale.exists()  # planning reads listings only
     assert [t.rel for t in plan.skipped] == ["a.png"]
     assert sorted(t.out_rel for t in plan.todo) == ["b.png", "clip.mkv"]
     assert len(plan.failed) == 1 and "is also the output of" in plan.failed[0][2]
-    left = remove_partials(Location(str(dst)))
+    left = remove_partials(Location(str(dst)), listing, owned_by(plan))
     assert str(stale) not in left and str(dst / "a.png") in left and not stale.exists()
+    assert all(f.read_bytes() == b"the user's own" for f in users)
 
     stale.write_bytes(b"again")
     local = plan_jobs(src, dst)  # enhance's folder planning: the same planner, then the cleanup step
-    assert not stale.exists()
+    assert not stale.exists() and all(f.exists() for f in users)
     assert [j.dst for j in local.skipped] == [dst / "a.png"] and len(local.failed) == 1
     assert {j.dst for j in plan_jobs(src, dst, overwrite=True).todo} == {dst / "a.png", dst / "b.png", dst / "clip.mkv"}
+
+    # a single file: its own output's temporary files go, a neighbour's stay
+    one, other = tmp_path / ".single.abcdefgh.partial.png", tmp_path / ".other.abcdefgh.partial.png"
+    one.write_bytes(b"")
+    other.write_bytes(b"")
+    plan_jobs(src / "a.png", tmp_path / "single.png")
+    assert not one.exists() and other.exists()
 
 
 def test_compiled_generator_matches_eager_and_auto_compiles_only_for_long_videos() -> None:

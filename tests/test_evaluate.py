@@ -167,6 +167,13 @@ def test_eval_table_with_a_tiny_model_baselines_and_a_compare_row(tmp_path, tiny
             assert value == pytest.approx(niqe(np.asarray(Image.open(files[0]).convert("RGB"))))
     header = text.splitlines()[0].split()
     assert header == ["Method", "MEF", "LIME", "NPE", "VV", "DICM", "All"]
+    # bootstrap: each row's All inside its interval; the copy's paired difference to Input exactly 0
+    for name, iv in report["intervals"].items():
+        assert iv["mean"] == pytest.approx(report["rows"][name]["niqe"]["All"]), name
+        assert iv["low"] <= iv["mean"] <= iv["high"], name
+    assert report["differences"]["copy"]["Input"] == {"mean": 0.0, "low": 0.0, "high": 0.0}
+    assert set(report["differences"]["LIME-style"]) == {"Input", "tiny.pt", "AHE"}
+    assert "95 % bootstrap intervals" in text and "- Input +0.000 [+0.000, +0.000]" in text
 
 
 def test_eval_table_refuses_bad_folders_before_enhancing(tmp_path, tiny_weights, capsys):
@@ -290,6 +297,13 @@ def test_release_rule_needs_brightness_colour_and_the_video_bar():
         release.choose(rows)
     with pytest.raises(SystemExit):
         release.choose(rows[:3])
+    # a prior generator's run: no checkpoint may score worse than the prior alone, nor than the shipped model
+    prior = row("prior", 3.85)
+    with pytest.raises(SystemExit, match="nothing to ship"):
+        release.choose([inputs, prior, *rows[1:]], shipped_luma=55)
+    assert release.choose([inputs, row("prior", 3.95), *rows[1:]], shipped_luma=55)["checkpoint"] == "fair"
+    with pytest.raises(SystemExit, match="nothing to ship"):
+        release.choose(rows, shipped_luma=55, shipped_niqe=3.85)
 
 
 def _blocky_clip(path: Path, frames: int, block: int = 16) -> Path:
@@ -350,3 +364,20 @@ def test_subcommands_take_relative_folders_and_dot(tmp_path, monkeypatch, capsys
     assert main(["eval", "niqe", ".", "--json", "../s2.json"]) == 0
     assert "link.jpg" in json.loads((tmp_path / "s2.json").read_text())[0]["images"]
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_bootstrap_intervals_are_stratified_and_paired():
+    from enlighten_ray.eval.bootstrap import paired_difference, pooled_interval
+
+    rng = np.random.default_rng(1)
+    a = {"small": {f"s{i}": 3.0 + rng.normal(0, 0.5) for i in range(8)}, "big": {f"b{i}": 4.0 for i in range(60)}}
+    iv = pooled_interval(a)
+    assert iv["low"] < iv["mean"] < iv["high"] and iv["high"] - iv["low"] < 0.2  # the big set does not vary
+    # b = a + 0.1 + noise much smaller than the images' spread: paired, the interval excludes 0
+    b = {s: {k: v + 0.1 + rng.normal(0, 0.01) for k, v in scores.items()} for s, scores in a.items()}
+    diff = paired_difference(b, a)
+    assert 0 < diff["low"] < diff["mean"] < diff["high"] < 0.2
+    # only the images both rows scored are paired
+    del b["small"]["s0"]
+    assert paired_difference(b, a)["mean"] == pytest.approx(np.mean([b[s][k] - a[s][k] for s in b for k in b[s]]))
+    assert pooled_interval({"x": {}}) is None

@@ -14,6 +14,7 @@ from enlighten_ray.infer.settings import (
     add_encoder_arguments,
     add_enhance_arguments,
     encoder_from_args,
+    limits_from_args,
     settings_from_args,
 )
 
@@ -78,18 +79,24 @@ def run(args: argparse.Namespace) -> int:
         progress=False if args.quiet else None,
         verbose=args.verbose,
     )
-    from enlighten_ray.cluster import init_ray
+    from enlighten_ray.cluster import init_ray, shutdown_ray
     from enlighten_ray.infer.ray_job import check
 
     check(options)  # before Ray starts: a typo costs no cluster start-up and leaves no files
 
     # Workers' logs reach this terminal only with --verbose; the job prints its own progress.
     logs = {"log_to_driver": args.verbose, "logging_level": "INFO" if args.verbose else "WARNING"}
+    env = limits_from_args(args)
+    if env:  # every worker of this job decodes under the same cap
+        logs["runtime_env"] = {"env_vars": env}
     if args.num_cpus is not None and not os.environ.get("RAY_ADDRESS"):
         init_ray(address="local", num_cpus=args.num_cpus, **logs)
     else:
         init_ray(**logs)  # under `ray job submit` (RAY_ADDRESS), a `ray start` cluster, or a new local one
-    return run_job(options).exit_code
+    try:
+        return run_job(options).exit_code
+    finally:
+        shutdown_ray()
 
 
 def main(args: argparse.Namespace) -> int:

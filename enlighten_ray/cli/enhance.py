@@ -10,6 +10,7 @@ from enlighten_ray.infer.settings import (
     add_encoder_arguments,
     add_enhance_arguments,
     encoder_from_args,
+    limits_from_args,
     settings_from_args,
 )
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from enlighten_ray.infer.enhancer import Enhancer
     from enlighten_ray.infer.local import enhance_path
 
+    limits_from_args(args)
     enhancer = Enhancer.from_weights(args.weights, settings_from_args(args), device=args.device)
     encoder = encoder_from_args(args)
     summary = enhance_path(

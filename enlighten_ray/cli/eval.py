@@ -109,16 +109,24 @@ def _add_review_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit code 0, or 1 when some image could not be scored (each is reported; the rest is done)."""
+    """Exit code 0, 1 when some image could not be scored (each is reported; the rest is done), 2
+    when there is nothing to score (an empty folder, no matching names), as `enhance` and `batch`."""
     from enlighten_ray.eval import sheet  # torch: at run time, so --help stays fast
     from enlighten_ray.eval import table as evaluate
 
     if args.eval_command == "niqe":
         report = evaluate.niqe_report(args.paths)
+        for entry in report:
+            if not entry["images"] and not entry["errors"]:
+                raise BadInputError(entry["path"], "no images to score")
         print(evaluate.format_niqe(report))
         failed = any(entry["errors"] for entry in report)
     elif args.eval_command == "pairs":
         report = evaluate.pairs_report(args.pred_dir, args.ref_dir)
+        if not report["pairs"] and not report["errors"]:
+            raise BadInputError(
+                args.pred_dir, f"no image has a namesake in {args.ref_dir} (names compared without extension)"
+            )
         print(evaluate.format_pairs(report))
         failed = bool(report["errors"])
     elif args.eval_command == "table":

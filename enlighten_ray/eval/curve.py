@@ -23,7 +23,7 @@ from enlighten_ray.errors import BadInputError
 from enlighten_ray.eval.metrics import niqe
 from enlighten_ray.eval.table import read_rgb
 from enlighten_ray.infer.enhancer import Enhancer
-from enlighten_ray.models.generator import LUMA
+from enlighten_ray.models.generator import LUMA, EnlightenGenerator
 from enlighten_ray.models.weights import GENERATOR_FILE, find_generator_file, load_generator, weights_id
 
 __all__ = [
@@ -129,7 +129,8 @@ def checkpoint_curve(
     known: dict[str, dict[str, Any]] | None = None,
     video: str | os.PathLike | None = None,
 ) -> list[dict[str, Any]]:
-    """One row per checkpoint (plus the inputs as epoch 0), oldest first. Rows already in `known`
+    """One row per checkpoint (plus the inputs as epoch 0, and for a run of a prior generator the
+    prior alone, what its training started from), oldest first. Rows already in `known`
     (keyed by checkpoint name, e.g. from an earlier call's JSON) are reused while they hold every
     figure and were made from the same weights file (its id), so the curve of a run still training
     can be updated cheaply; a reused row gets the video's figures when it lacks that video's."""
@@ -138,7 +139,12 @@ def checkpoint_curve(
     frames = video_frames(video) if video else []
     first = known.get("input", {})
     rows = [first if _current(first) else {"checkpoint": "input", "epoch": 0, "step": 0, **output_stats(inputs)}]
-    for folder in _checkpoints(Path(run)):
+    folders = _checkpoints(Path(run))
+    prior = load_generator(folders[0])[0].prior
+    if prior != "none":
+        known_prior = known.get("prior", {})
+        rows.append(known_prior if _current(known_prior) else _prior_row(prior, inputs))
+    for folder in folders:
         row = known.get(folder.name, {})
         wid = weights_id(find_generator_file(folder))
         stale = not _current(row) or row.get("weights") != wid
@@ -152,7 +158,24 @@ def checkpoint_curve(
         rows.append(row)
     if frames and rows[0].get("video") != str(video):
         rows[0] |= _video_row(None, frames) | {"video": str(video)}
+    if frames and prior != "none" and rows[1].get("video") != str(video):
+        rows[1] |= _video_row(_prior_enhancer(prior), frames) | {"video": str(video)}
     return rows
+
+
+def _prior_enhancer(prior: str) -> Enhancer:
+    """A prior generator whose correction is zero: its output is the prior alone."""
+    model = EnlightenGenerator(width=1, prior=prior)
+    model.reset_residual()
+    return Enhancer(model, device="cpu")
+
+
+def _prior_row(prior: str, inputs: Sequence[np.ndarray]) -> dict[str, Any]:
+    """The prior alone as a curve row (epoch 0): the bar a prior generator's checkpoints must meet."""
+    enhancer = _prior_enhancer(prior)
+    return {"checkpoint": "prior", "epoch": 0, "step": 0, "images": 0} | output_stats(
+        [enhancer(x) for x in inputs], inputs
+    )
 
 
 def _current(row: dict[str, Any]) -> bool:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from enlighten_ray.classical import BASELINES
 from enlighten_ray.errors import BadInputError
+from enlighten_ray.eval.bootstrap import RESAMPLES, paired_difference, pooled_interval
 from enlighten_ray.eval.metrics import niqe, psnr, ssim
 from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.infer.local import enhance_path
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 SETS = ("MEF", "LIME", "NPE", "VV", "DICM")  # Table-1 column order
+PSNR_CAP = 100.0  # dB an identical pair counts as in a mean (inf would make the whole mean inf)
 
 
 # --------------------------------------------------------------------------- reading
@@ -154,8 +156,10 @@ def pairs_report(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike) -> dic
         "pred_dir": str(pred_dir),
         "ref_dir": str(ref_dir),
         "pairs": pairs,
-        # the mean of per-image PSNR, as LOL papers report it (identical pairs give inf)
-        "mean_psnr": _mean(v["psnr"] for v in pairs.values()),
+        # the mean of per-image PSNR, as LOL papers report it; an identical pair (inf) counts as PSNR_CAP
+        "mean_psnr": _mean(min(v["psnr"], PSNR_CAP) for v in pairs.values()),
+        "psnr_cap": PSNR_CAP,
+        "identical": sorted(n for n, v in pairs.items() if math.isinf(v["psnr"])),
         "mean_ssim": _mean(v["ssim"] for v in pairs.values()),
         "only_in_pred": sorted(preds.keys() - refs.keys()),
         "only_in_ref": sorted(refs.keys() - preds.keys()),
@@ -164,6 +168,7 @@ def pairs_report(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike) -> dic
 
 
 def format_pairs(report: dict[str, Any]) -> str:
+    """One line per pair, the means, then what could not be paired or compared."""
     names = list(report["pairs"]) or ["mean"]
     width = max(len(n) for n in names + ["mean"])
     lines = [f"{'image':<{width}}  {'PSNR':>7}  {'SSIM':>6}"]
@@ -172,7 +177,9 @@ def format_pairs(report: dict[str, Any]) -> str:
         lines.append(
             f"{'mean':<{width}}  {report['mean_psnr']:7.3f}  {report['mean_ssim']:6.4f}  ({len(report['pairs'])} pairs)"
         )
-    else:
+        if report["identical"]:
+            lines.append(f"{len(report['identical'])} identical pairs (PSNR inf) count as {PSNR_CAP:g} dB in the mean")
+    elif not report["errors"]:
         lines.append("no matching file names")
     lines += [f"only in {report['pred_dir']}: {n}" for n in report["only_in_pred"]]
     lines += [f"only in {report['ref_dir']}: {n}" for n in report["only_in_ref"]]
@@ -246,6 +253,22 @@ def table_report(
         "sets": list(SETS),
         "all": "mean over all images pooled",
         "rows": rows,
+        **_intervals(rows),
+    }
+
+
+def _intervals(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """95 % bootstrap intervals of each row's All, and of each row's paired difference to every
+    row above it (Input, the model, the baselines, in the table's order)."""
+    names = list(rows)
+    return {
+        "intervals": {n: pooled_interval(rows[n]["images"]) for n in names},
+        "differences": {
+            n: {m: paired_difference(rows[n]["images"], rows[m]["images"]) for m in names[:i]}
+            for i, n in enumerate(names)
+            if i
+        },
+        "bootstrap": f"{RESAMPLES} stratified resamples (images drawn within each set), percentile intervals",
     }
 
 
@@ -292,12 +315,29 @@ def format_table(report: dict[str, Any]) -> str:
     counts = "".join(f"{first['counts'][s]:8d}" for s in SETS) + f"{sum(first['counts'].values()):8d}"
     lines.append(f"{'(images)':<{width}}{counts}")
     lines.append("NIQE, lower is better; All = mean over all images pooled.")
+    lines += _format_intervals(report, width)
     for name, row in report["rows"].items():
         if row["missing_sets"]:
             lines.append(f"{name}: no folder for {', '.join(row['missing_sets'])}")
         for s, errs in row["errors"].items():
             lines += [f"{name} {s}/{n}: {why}" for n, why in errs.items()]
     return "\n".join(lines)
+
+
+def _format_intervals(report: dict[str, Any], width: int) -> list[str]:
+    """One line per row: All's 95 % interval, then its paired difference to each row above it."""
+    if "intervals" not in report:
+        return []
+
+    def cell(iv: dict[str, float] | None, sign: bool = False) -> str:
+        f = "+.3f" if sign else ".3f"
+        return "n/a" if iv is None else f"{iv['mean']:{f}} [{iv['low']:{f}}, {iv['high']:{f}}]"
+
+    lines = ["95 % bootstrap intervals (images resampled within each set); a difference below 0 = fewer NIQE:"]
+    for name, iv in report["intervals"].items():
+        diffs = "; ".join(f"- {m} {cell(d, True)}" for m, d in report["differences"].get(name, {}).items())
+        lines.append(f"{name:<{width}} All {cell(iv)}" + (f"; {diffs}" if diffs else ""))
+    return lines
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

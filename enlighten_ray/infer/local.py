@@ -8,6 +8,8 @@ while it codes, torch while it computes).
 from __future__ import annotations
 
 import contextlib
+import errno
+import glob
 import queue
 import sys
 import threading
@@ -23,10 +25,10 @@ from tqdm import tqdm
 
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.enhancer import Enhancer
-from enlighten_ray.infer.plan import Target, never_skip, plan_outputs, remove_partials, skip_existing
+from enlighten_ray.infer.plan import Target, never_skip, owned_by, plan_outputs, remove_partials, skip_existing
 from enlighten_ray.infer.progress import progress_bar
 from enlighten_ray.infer.rows import Summary
-from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.io.atomic import atomic_output, partial_target
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter
 from enlighten_ray.io.images import IMAGE_EXTENSIONS, media_kind, read_image, write_image
 from enlighten_ray.io.storage import Location
@@ -213,7 +215,7 @@ def plan_jobs(src: str | Path, dst: str | Path, overwrite: bool = False) -> Loca
     Never an output on an input; existing outputs are skipped unless `overwrite`."""
     src, dst = Path(src), Path(dst)
     if not src.exists():
-        raise BadInputError(src, "no such file or folder")
+        raise BadInputError(src, "a link that loops" if _loops(src) else "no such file or folder")
     if src.is_dir():
         return _plan_folder(src, dst, overwrite)
     kind = media_kind(src)
@@ -225,7 +227,27 @@ def plan_jobs(src: str | Path, dst: str | Path, overwrite: bool = False) -> Loca
     if dst.resolve() == src.resolve():
         raise BadInputError(dst, "is the input itself: choose another OUTPUT")
     job = Job(src, dst, kind)
+    _remove_partials_of(dst)
     return LocalPlan(skipped=[job]) if dst.exists() and not overwrite else LocalPlan(todo=[job])
+
+
+def _loops(path: Path) -> bool:
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python 3.11: "Symlink loop from ..."
+        return True
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
+def _remove_partials_of(dst: Path) -> None:
+    """A single file's cleanup step: the temporary files a killed run left for this very output."""
+    stale = [p for p in dst.parent.glob(f".{glob.escape(dst.stem)}.*.partial*") if partial_target(p.name) == dst.name]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        print(f"enlighten-ray: removed {len(stale)} unfinished files of an earlier run of {dst}", file=sys.stderr)
 
 
 def _check_output_kind(src: Path, dst: Path, kind: str) -> None:
@@ -242,8 +264,9 @@ def _plan_folder(src: Path, dst: Path, overwrite: bool) -> LocalPlan:
     if dst.resolve() == src.resolve():
         raise BadInputError(dst, "is the input folder: outputs would replace the inputs")
     source, output = Location(str(src)), Location(str(dst))
-    existing = remove_partials(output)
+    existing = output.listing()
     plan = plan_outputs(source, output, never_skip if overwrite else skip_existing(existing))
+    remove_partials(output, existing, owned_by(plan))
     if plan.empty:
         raise source.nothing_to_do()
 

@@ -5,8 +5,10 @@ video into segments that actors enhance independently."""
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +19,7 @@ import pyarrow as pa
 from enlighten_ray.errors import reason
 from enlighten_ray.infer.ledger import Ledger
 from enlighten_ray.infer.rows import OPEN, SEGMENT, segment_row
-from enlighten_ray.io.atomic import is_partial
+from enlighten_ray.io.atomic import partial_target
 from enlighten_ray.io.storage import Location, opened
 from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader, scan_packets
 
@@ -115,7 +117,11 @@ def plan_outputs(
         out_rel = rel if root is frames else output_name(rel, kind, image_format)
         dst = root.path(out_rel)
         target = Target(path, rel, dst, out_rel, kind, version, source.show(path), root.show(dst))
-        if target.shown_dst in input_names:
+        folder = str(PurePosixPath(dst).parent)
+        if root.is_local and not _stays_inside(root.root, folder):
+            error = f"{target.shown}: its output folder {folder} is a link leading outside {root.uri}"
+            plan.failed.append((target.shown, "plan", error))
+        elif target.shown_dst in input_names:
             plan.failed.append((target.shown, "plan", f"{target.shown}: its output would replace an input"))
         elif target.dst in claimed:
             error = f"{target.shown}: its output {target.shown_dst} is also the output of {claimed[target.dst]}"
@@ -126,12 +132,42 @@ def plan_outputs(
     return plan
 
 
-def remove_partials(loc: Location) -> set[str]:
-    """The run's cleanup step: delete the temporary files a killed run left mid-write under a local
-    output folder (object-store outputs are uploaded whole), and return what is left there, from
-    the one listing. Assumes one job per output folder."""
-    listing = loc.listing()
-    stale = {p for p in listing if is_partial(p)} if loc.is_local else set()
+def owned_by(plan: Plan, parts: str | None = None) -> Callable[[str], bool]:
+    """Which paths this run may replace or clean up: the outputs the plan maps to inputs, the
+    files inside a planned video's frames folder, and under `parts` (the batch job's
+    `_parts/<weights id>/`) the parts of a planned video. Nothing else in OUTPUT is the tool's."""
+    targets = plan.todo + plan.skipped
+    outputs = {t.dst for t in targets}
+    folders = tuple(f"{t.dst.rstrip('/')}/" for t in targets if t.kind == "video")
+    videos = {t.rel for t in targets if t.kind == "video"}
+
+    def owned(path: str) -> bool:
+        if path in outputs or path.startswith(folders):
+            return True
+        if parts is None or not path.startswith(f"{parts.rstrip('/')}/"):
+            return False
+        _, _, in_id = path[len(parts.rstrip("/")) + 1 :].partition("/")  # <weights id>/<video rel>/<part>
+        return str(PurePosixPath(in_id).parent) in videos
+
+    return owned
+
+
+@functools.lru_cache(maxsize=4096)
+def _stays_inside(root: str, folder: str) -> bool:
+    """Whether a local output folder, its links resolved, is still under the output root (a
+    linked folder inside OUTPUT must not carry writes elsewhere)."""
+    real_root, real = os.path.realpath(root), os.path.realpath(folder)
+    return real == real_root or real.startswith(real_root.rstrip("/") + "/")
+
+
+def remove_partials(loc: Location, listing: set[str], owned: Callable[[str], bool]) -> set[str]:
+    """The run's cleanup step: delete the temporary files a killed run of this tool left mid-write
+    under a local output folder (object-store outputs are uploaded whole): only names of
+    `atomic_output`'s exact shape whose output `owned` says is this run's. Returns `listing` less
+    what it deleted. Assumes one job per output folder."""
+    if not loc.is_local:
+        return listing
+    stale = {p for p in listing if (target := partial_target(p)) is not None and owned(target)}
     for path in sorted(stale):
         loc.fs.delete_file(path)
     if stale:

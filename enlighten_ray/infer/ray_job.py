@@ -34,7 +34,15 @@ import ray.data
 
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.infer.ledger import Ledger
-from enlighten_ray.infer.plan import Plan, output_id, plan_outputs, plan_segments, remove_partials, skip_recorded
+from enlighten_ray.infer.plan import (
+    Plan,
+    output_id,
+    owned_by,
+    plan_outputs,
+    plan_segments,
+    remove_partials,
+    skip_recorded,
+)
 from enlighten_ray.infer.progress import progress_bar
 from enlighten_ray.infer.rows import PARTS, BatchOptions, Summary
 from enlighten_ray.infer.settings import FRAME_FORMATS
@@ -156,9 +164,13 @@ def run(opts: BatchOptions) -> Summary:
 
 
 def _plan(opts: BatchOptions, source: Location, output: Location, frames: Location | None, ledger: Ledger) -> Plan:
-    """Clean up after a killed run, then plan with the manifest's skip policy."""
-    existing = set().union(*(remove_partials(x) for x in (output, frames) if x))
+    """Plan with the manifest's skip policy, then clean up what a killed run left of this plan's outputs."""
+    listings = {x: x.listing() for x in (output, frames) if x}
+    existing = set().union(*listings.values())
     plan = plan_outputs(source, output, skip_recorded(ledger, existing), frames, opts.format)
+    owned = owned_by(plan, output.path(PARTS))
+    for loc, listing in listings.items():
+        remove_partials(loc, listing, owned)
     for t in plan.todo + plan.skipped:
         ledger.versions[t.shown] = t.version  # recorded with the output when it is done
     return plan

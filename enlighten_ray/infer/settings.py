@@ -10,6 +10,7 @@ from typing import Any
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.io.encode import EncoderOptions
 from enlighten_ray.io.filters import DENOISE
+from enlighten_ray.io.limits import DEFAULT_MAX_PIXELS, set_max_pixels
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COMPILE = ("auto", "on", "off")
@@ -123,6 +124,13 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
         help="torch.compile the generator: faster per frame after a compile of about half a minute; auto = "
         "for videos of at least 300 frames (default: auto)",
     )
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        metavar="N",
+        help=f"refuse images and video frames of more than N pixels, read from the file's header before "
+        f"decoding (default: {DEFAULT_MAX_PIXELS:,}, where Pillow refuses; or ENLIGHTEN_MAX_PIXELS)",
+    )
 
 
 def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
@@ -136,6 +144,11 @@ def add_encoder_arguments(p: argparse.ArgumentParser) -> None:
 
 def encoder_from_args(args: argparse.Namespace) -> EncoderOptions:
     return EncoderOptions(codec=args.codec, crf=args.crf, preset=args.preset, pix_fmt=args.pix_fmt)
+
+
+def limits_from_args(args: argparse.Namespace) -> dict[str, str]:
+    """Apply --max-pixels to this process; returns the variables a Ray job passes to its workers."""
+    return set_max_pixels(args.max_pixels)
 
 
 def settings_from_args(args: argparse.Namespace) -> EnhanceSettings:

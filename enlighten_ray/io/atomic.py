@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,22 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+# `atomic_output`'s temporary names: "." + the output's stem + "." + mkstemp's 8 random characters
+# + ".partial" + the output's suffix. Only a name of exactly this shape can be one of ours.
+_PARTIAL = re.compile(r"\.(?P<stem>.+)\.[a-z0-9_]{8}\.partial(?P<suffix>\.[^.]*)?")
+
+
+def partial_target(path: str) -> str | None:
+    """The output a temporary file of `atomic_output` at `path` was to become (same folder, '/'
+    separators kept), or None when the name is not of that exact shape."""
+    folder, _, name = str(path).rpartition("/")
+    match = _PARTIAL.fullmatch(name)
+    if match is None:
+        return None
+    target = match["stem"] + (match["suffix"] or "")
+    return f"{folder}/{target}" if folder else target
+
+
 def is_partial(path: str | os.PathLike) -> bool:
     """True for the temporary names `atomic_output` uses (skipped when scanning for inputs)."""
-    name = Path(path).name
-    return name.startswith(".") and ".partial" in name
+    return partial_target(Path(path).as_posix()) is not None

@@ -26,6 +26,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from enlighten_ray.errors import BadInputError, first_line
 from enlighten_ray.io.atomic import atomic_output
+from enlighten_ray.io.limits import check_pixels, pillow_header_only
 from enlighten_ray.io.video import VIDEO_EXTENSIONS
 
 __all__ = [
@@ -95,7 +96,10 @@ def decode_image(data: bytes, name: str | os.PathLike) -> tuple[np.ndarray, Imag
     if not data:
         raise BadInputError(name, "empty file (0 bytes)")
     try:
-        with Image.open(io.BytesIO(data)) as img:
+        with pillow_header_only():
+            img = Image.open(io.BytesIO(data))
+        with img:
+            check_pixels(name, *img.size)  # from the header, before decoding
             if getattr(img, "n_frames", 1) > 1:
                 raise BadInputError(name, f"{img.n_frames} frames (animated or multi-page images are not supported)")
             img.load()  # decode now: truncation shows up here, not at first use

@@ -22,6 +22,7 @@ from enlighten_ray.errors import BadInputError
 from enlighten_ray.io.atomic import atomic_output, is_partial
 from enlighten_ray.io.images import HEIF_EXTENSIONS, IMAGE_EXTENSIONS, ImageMeta, media_kind, write_image
 from enlighten_ray.io.video import VIDEO_EXTENSIONS
+from enlighten_ray.io.walk import report_skipped, walk_local
 
 SUPPORTED = IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
 
@@ -59,7 +60,11 @@ class Location:
                 raise BadInputError(uri, f"cannot open this location ({exc})") from exc
             self.scheme = uri.split("://", 1)[0]
         else:
-            self.fs, root = pafs.LocalFileSystem(), str(Path(uri).expanduser().resolve())
+            try:
+                root = str(Path(uri).expanduser().resolve())
+            except RuntimeError as exc:  # Python 3.11: "Symlink loop from ..."
+                raise BadInputError(uri, "a symbolic link that loops") from exc
+            self.fs = pafs.LocalFileSystem()
             self.scheme = ""
         self.root = root.rstrip("/") or "/"
         self.is_local = isinstance(self.fs, pafs.LocalFileSystem)
@@ -91,6 +96,9 @@ class Location:
         """Every file and folder under the root, from one listing (not a request per output)."""
         if not self.exists(self.root):
             return set()
+        if self.is_local:  # each real folder once: a link loop under OUTPUT is not walked round
+            walk = walk_local(self.root)
+            return {f.path for f in walk.files} | set(walk.folders)
         return {f.path for f in self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))}
 
     def nothing_to_do(self) -> BadInputError:
@@ -120,9 +128,11 @@ class Location:
         try:
             info = self.fs.get_file_info(self.root)
             if info.type == pafs.FileType.File:
-                infos = [info]
+                infos = [(info.path, info.size, info.mtime_ns)]
             elif info.type == pafs.FileType.Directory:
-                infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
+                infos = self._files()
+            elif self.is_local and os.path.islink(self.uri):
+                raise BadInputError(self.uri, "a symbolic link that loops or leads nowhere")
             else:
                 raise BadInputError(self.uri, "no such file or folder")
         except OSError as exc:
@@ -130,14 +140,23 @@ class Location:
         prefixes = tuple(x.rstrip("/") + "/" for x in exclude)
         start = len(self.root.rstrip("/"))
         return sorted(
-            MediaFile(i.path, kind, f"{i.size}:{i.mtime_ns}")
-            for i in infos
-            if i.type == pafs.FileType.File
-            and (kind := media_kind(i.path))
-            and not is_partial(i.path)
-            and not i.path.startswith(prefixes)
-            and not any(part.startswith(".") for part in i.path[start:].split("/"))  # hidden files/folders
+            MediaFile(path, kind, f"{size}:{mtime_ns}")
+            for path, size, mtime_ns in infos
+            if (kind := media_kind(path))
+            and not is_partial(path)
+            and not path.startswith(prefixes)
+            and not any(part.startswith(".") for part in path[start:].split("/"))  # hidden files/folders
         )
+
+    def _files(self) -> list[tuple[str, int, int]]:
+        """(path, size, mtime_ns) of every file under the root folder; locally each real folder
+        once, with the links that were not followed reported."""
+        if not self.is_local:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
+            return [(i.path, i.size, i.mtime_ns) for i in infos if i.type == pafs.FileType.File]
+        walk = walk_local(self.root)
+        report_skipped(walk.skipped)
+        return list(walk.files)
 
 
 @contextlib.contextmanager

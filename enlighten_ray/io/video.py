@@ -28,6 +28,7 @@ from av.sidedata.sidedata import Type as SideDataType
 
 from enlighten_ray.errors import BadInputError, first_line
 from enlighten_ray.io.filters import FrameFilter
+from enlighten_ray.io.limits import check_pixels
 
 __all__ = [
     "VIDEO_EXTENSIONS",
@@ -148,6 +149,7 @@ class VideoReader:
             kinds = sorted({s.type for s in self._container.streams}) or ["nothing"]
             raise BadInputError(self.path, f"no video stream (contains {', '.join(kinds)})")
         stream = self._container.streams.video[0]
+        check_pixels(self.path, stream.codec_context.width, stream.codec_context.height)  # the header's size
         stream.thread_type = "AUTO"
         decoded = self._decode_frames(stream)
         first = next(decoded, None)
@@ -289,6 +291,7 @@ def scan_packets(source: Source, name: str | None = None) -> Packets:
         if not container.streams.video:
             raise BadInputError(label, "no video stream")
         stream = container.streams.video[0]
+        check_pixels(label, stream.codec_context.width, stream.codec_context.height)
         pts, keys = [], []
         for p in container.demux(stream):
             if p.pts is not None and p.size:

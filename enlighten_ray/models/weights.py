@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import pickle
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -175,10 +176,15 @@ def read_generator_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict
         raise BadInputError(path, "not a PyTorch weights file (neither a torch.save zip nor a legacy pickle)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's message advises weights_only=False: never here
+        raise BadInputError(path, "holds Python objects beyond tensors (code), so it was refused") from exc
     except Exception as exc:
         raise BadInputError(path, f"cannot read as PyTorch weights ({reason(exc)})") from exc
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        return obj["state_dict"], dict(obj["config"]), "ours", dict(obj.get("meta", {}))
+        state, config = obj.get("state_dict"), obj.get("config")
+        if not isinstance(state, dict) or not isinstance(config, dict):
+            raise BadInputError(path, "an enlighten-ray generator file without its state_dict or config")
+        return state, dict(config), "ours", dict(obj.get("meta") or {})
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state, width = _official_to_ours(obj, path)
         return state, {"width": width, "align_corners": True}, "official", {}
@@ -220,7 +226,10 @@ def load_generator(
         return model, dataclasses.replace(info, path=remote)
     file = find_generator_file(path)
     state, config, origin, meta = read_generator_file(file)
-    model = EnlightenGenerator(**config)
+    try:
+        model = EnlightenGenerator(**config)
+    except (TypeError, ValueError) as exc:
+        raise BadInputError(file, f"its generator config {config} is not one this version builds ({exc})") from exc
     missing, unexpected = _key_mismatch(model, state)
     if missing or unexpected:
         raise BadInputError(

@@ -14,7 +14,7 @@ import ray.train
 import yaml
 
 from enlighten_ray.cluster import init_ray
-from enlighten_ray.config import CONFIG_FILE, Config
+from enlighten_ray.config import CONFIG_FILE, Config, validate
 from enlighten_ray.errors import BadInputError
 from enlighten_ray.models.weights import load_generator
 from enlighten_ray.train.loop import train_func
@@ -24,24 +24,17 @@ __all__ = ["check_config", "fit", "launch"]
 
 def check_config(cfg: Config) -> None:
     """Reject settings that would fail (or hang) later, naming the key."""
+    validate(cfg)
     s, t = cfg.scaling, cfg.train
     for role in ("low", "normal"):
         if not getattr(cfg.data, role):
             raise BadInputError(f"data.{role}", "not set: give a folder or URI of images or videos")
-    if s.num_workers < 1:
-        raise BadInputError("scaling.num_workers", f"must be >= 1, got {s.num_workers}")
     if t.batch_size < s.num_workers or t.batch_size % s.num_workers:
         raise BadInputError(
             "train.batch_size", f"the global batch {t.batch_size} must split evenly over {s.num_workers} workers"
         )
-    if s.precision not in ("bf16", "fp32"):
-        raise BadInputError("scaling.precision", f"must be bf16 or fp32, got {s.precision!r}")
     if s.sync_bn and not s.use_gpu:
         raise BadInputError("scaling.sync_bn", "SyncBatchNorm needs GPUs (scaling.use_gpu=true)")
-    if cfg.loss.patch_size > cfg.data.crop_size:
-        raise BadInputError("loss.patch_size", f"{cfg.loss.patch_size} is larger than data.crop_size")
-    if cfg.epochs < 1 or t.checkpoint_every < 1:
-        raise BadInputError("optim.epochs_constant", "need at least one epoch and train.checkpoint_every >= 1")
     if cfg.data.video_every_n < 0 or (cfg.data.video_every_n == 0 and cfg.data.video_fps <= 0):
         raise BadInputError("data.video_fps", "set data.video_every_n > 0 or data.video_fps > 0")
 
