@@ -5,9 +5,16 @@ class BadInputError(ValueError):
     """A file or setting we cannot use. The message names the file (or key) and the reason."""
 
     def __init__(self, path: object, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
+        super().__init__(f"{shown(path)}: {reason}")
         self.path = str(path)
         self.reason = reason
+
+
+def shown(path: object) -> str:
+    """A file name as a log line writes it: as it is, or quoted (repr) when it holds a newline or
+    another unprintable character, so one error stays one line."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
 
 
 def first_line(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -140,3 +141,51 @@ def test_a_video_in_a_folder_with_a_tiny_bomb_beside_it_still_gets_done(tmp_path
     Image.new("1", (16000, 16000)).save(src / "x.png")
     assert enhance(src, out, "--weights", weights) == 1
     assert (out / "clip.mp4").is_file()
+
+
+def _faststart_clip(path: Path, frames: int) -> Path:
+    """An MP4 with its index first, as cameras write them: cut short, the header still lists every frame."""
+    import av
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream("libx264", rate=10, options={"g": "1"})
+        stream.width, stream.height, stream.pix_fmt = 160, 96, "yuv420p"
+        for _ in range(frames):
+            rgb = rng.integers(0, 255, (96, 160, 3), dtype=np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_a_truncated_video_is_enhanced_as_far_as_it_decodes_and_says_so(tmp_path: Path, weights: Path, capsys) -> None:
+    import av
+
+    full = _faststart_clip(tmp_path / "full.mp4", 12)
+    data = full.read_bytes()
+    cut = tmp_path / "in" / "cut.mp4"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: len(data) // 2])  # power lost mid-file
+    assert enhance(cut.parent, tmp_path / "out", "--weights", weights) == 0  # exit 0: all that exists is done
+    err = capsys.readouterr().err
+    match = re.search(r"warning: .*cut.mp4: truncated: (\d+) frames decoded of the 12 in its header", err)
+    assert match and 0 < int(match[1]) < 12
+    assert "1 truncated sources enhanced as far as they decode" in err
+    with av.open(str(tmp_path / "out" / "cut.mp4")) as c:
+        stream = c.streams.video[0]
+        assert stream.frames == int(match[1])
+        assert stream.duration * stream.time_base < 1.0  # not stretched to the header's 1.2 s
+    # the whole file is not called truncated
+    assert enhance(full, tmp_path / "whole.mp4", "--weights", weights) == 0
+    assert "truncated" not in capsys.readouterr().err
+
+
+def test_a_newline_in_a_name_stays_one_log_line(tmp_path: Path, weights: Path, capsys) -> None:
+    src = tmp_path / "in"
+    write_images(src, 1, (32, 32))
+    (src / "bad\nname.png").write_bytes(b"not a png")
+    assert enhance(src, tmp_path / "out", "--weights", weights) == 1
+    errors = one_line_errors(capsys.readouterr().err)
+    assert len(errors) == 1 and "'" + str(src / "bad\\nname.png") + "'" in errors[0]
+    assert main(["eval", "niqe", str(src)]) == 1
+    assert "%|" not in capsys.readouterr().err  # no progress bar in a log

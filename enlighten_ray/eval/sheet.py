@@ -77,7 +77,8 @@ def make_sheet(
             raise BadInputError(d, "no such directory")
     names, grid = _collect(input_dir, dirs)
     titles = _column_titles([input_dir, *dirs])
-    thumbs = [[_thumb(p, height) for p in row] for row in tqdm(grid, desc="sheet", unit="row", leave=False)]
+    rows = tqdm(grid, desc="sheet", unit="row", leave=False, disable=None)  # no bar in a log
+    thumbs = [[_thumb(p, height) for p in row] for row in rows]
     widths = [[t.width if t else height for t in row] for row in thumbs]
     col_w, size = sheet_layout(widths, height)
     for out in map(Path, outputs):

@@ -77,7 +77,8 @@ def image_key(path: Path, root: Path) -> str:
 def _scores(files: dict[str, Path], errors: dict[str, str], desc: str) -> dict[str, float]:
     """NIQE for each named file; unreadable, too small or flat images go to `errors`, skipped."""
     out: dict[str, float] = {}
-    for name, path in tqdm(files.items(), desc=desc, unit="img", leave=False, disable=len(files) < 2):
+    # disable=None: no bar when stderr is not a terminal (a log gets no "0%|" lines)
+    for name, path in tqdm(files.items(), desc=desc, unit="img", leave=False, disable=True if len(files) < 2 else None):
         try:
             out[name] = niqe(read_rgb(path))
         except BadInputError as exc:
@@ -139,7 +140,7 @@ def pairs_report(pred_dir: str | os.PathLike, ref_dir: str | os.PathLike) -> dic
     preds = {image_key(p, pred_dir): p for p in list_images(pred_dir)}
     refs = {image_key(p, ref_dir): p for p in list_images(ref_dir)}
     pairs, errors = {}, {}
-    for name in tqdm(sorted(preds.keys() & refs.keys()), desc="pairs", unit="pair", leave=False):
+    for name in tqdm(sorted(preds.keys() & refs.keys()), desc="pairs", unit="pair", leave=False, disable=None):
         try:
             a, b = read_rgb(preds[name]), read_rgb(refs[name])
             if a.shape != b.shape:
@@ -298,7 +299,7 @@ def _score_sets(files: dict[str, dict[str, Path]], missing: list[str], label: st
 
 def _run_baseline(method: Callable[[np.ndarray], np.ndarray], src: Path, dst: Path, desc: str) -> None:
     """Apply a classical method to every image of `src`, written as PNG under `dst`."""
-    for f in tqdm(list_images(src), desc=desc, unit="img", leave=False):
+    for f in tqdm(list_images(src), desc=desc, unit="img", leave=False, disable=None):
         with contextlib.suppress(BadInputError):  # unreadable inputs are already reported in "Input"
             write_image((dst / image_key(f, src)).with_suffix(".png"), method(read_rgb(f)), ImageMeta("RGB"))
 

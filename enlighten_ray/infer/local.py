@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from enlighten_ray.errors import BadInputError, reason
+from enlighten_ray.errors import BadInputError, reason, shown
 from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.infer.plan import Target, never_skip, owned_by, plan_outputs, remove_partials, skip_existing
 from enlighten_ray.infer.progress import progress_bar
@@ -32,7 +32,7 @@ from enlighten_ray.io.atomic import atomic_output, partial_target
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter
 from enlighten_ray.io.images import IMAGE_EXTENSIONS, media_kind, read_image, write_image
 from enlighten_ray.io.storage import Location
-from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader
+from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader, plausible_count
 
 __all__ = ["Job", "LocalPlan", "Summary", "enhance_image", "enhance_path", "enhance_video", "plan_jobs"]
 
@@ -94,8 +94,10 @@ def enhance_video(
     *,
     side_by_side: bool = False,
     progress: bool | None = None,
+    truncated: list[str] | None = None,
 ) -> int:
-    """Enhance a video file into `dst` (written atomically); returns the number of frames.
+    """Enhance a video file into `dst` (written atomically); returns the number of frames. A source
+    cut short is enhanced as far as it decodes, with a warning, and its name added to `truncated`.
 
     Frame count, timestamps, duration, audio/subtitle packets, rotation and colour tags follow the
     source. side_by_side: each output frame is input | enhanced, twice as wide (the input as
@@ -110,7 +112,7 @@ def enhance_video(
             left_of = _frames_from(stack.enter_context(VideoReader(src)))
         info = reader.info
         size = (info.width * 2, info.height) if side_by_side else None
-        total = info.frame_count
+        total = plausible_count(info)  # decides compiling and the ETA: a header may lie
         enhancer.prepare(total)
         with (
             atomic_output(dst) as tmp,
@@ -119,6 +121,11 @@ def enhance_video(
         ):
             count = _run_pipeline(reader, writer, enhancer, left_of, bar)
             writer.end_pts = reader.end_pts
+            if reader.truncated:
+                listed = info.frame_count or "?"
+                _say(f"enlighten-ray: warning: {src}: truncated: {count} frames decoded of the {listed} in its header")
+                if truncated is not None:
+                    truncated.append(str(src))
             bar.total = count  # the header's count may include frames an edit list drops
             bar.refresh()
     return count
@@ -292,7 +299,7 @@ def enhance_path(
     single = Path(src).is_file()
     summary = Summary(skipped=len(plan.skipped), failed=list(plan.failed))
     for job in plan.skipped:
-        _say(f"skipped {job.src}: {job.dst} exists (use --overwrite to replace it)")
+        _say(f"skipped {shown(job.src)}: {shown(job.dst)} exists (use --overwrite to replace it)")
     for _, _, error in plan.failed:
         _say(f"enlighten-ray: error: {error}")
     images = sum(j.kind == "image" for j in plan.todo)
@@ -303,7 +310,10 @@ def enhance_path(
                     enhance_image(job.src, job.dst, enhancer)
                     bar.update()
                 else:
-                    enhance_video(job.src, job.dst, enhancer, encoder, side_by_side=side_by_side, progress=progress)
+                    enhance_video(
+                        job.src, job.dst, enhancer, encoder, side_by_side=side_by_side, progress=progress,
+                        truncated=summary.truncated,
+                    )  # fmt: skip
             except (BadInputError, av.FFmpegError, OSError, torch.OutOfMemoryError) as exc:
                 error = exc if isinstance(exc, BadInputError) else BadInputError(job.src, _describe(exc))
                 if single:

@@ -86,6 +86,7 @@ class Summary:
     skipped: int = 0
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (path, stage, error)
     reused_parts: int = 0  # video segments finished by an earlier, interrupted run
+    truncated: list[str] = field(default_factory=list)  # sources cut short: enhanced as far as they decode
 
     @property
     def exit_code(self) -> int:
@@ -93,4 +94,6 @@ class Summary:
 
     def line(self) -> str:
         line = f"done {self.done}, skipped {self.skipped} (already complete), failed {len(self.failed)}"
+        if self.truncated:
+            line += f"; {len(self.truncated)} truncated sources enhanced as far as they decode"
         return line + (f"; reused {self.reused_parts} video parts of an earlier run" if self.reused_parts else "")

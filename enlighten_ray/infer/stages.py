@@ -21,7 +21,7 @@ from enlighten_ray.infer.settings import EnhanceSettings
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter, remux
 from enlighten_ray.io.images import ImageMeta, decode_image, encode_png
 from enlighten_ray.io.storage import Location, fetched, opened, put_image, stored
-from enlighten_ray.io.video import VideoReader, scan_packets
+from enlighten_ray.io.video import VideoReader, plausible_count, scan_packets
 
 IMAGE_ROW = pa.schema(
     [
@@ -221,7 +221,7 @@ class SegmentPredictor:
             return self._frames(row, reader, start, end)
 
     def _enhanced(self, reader: VideoReader, start: int | None, end: int | None) -> Iterator[tuple[np.ndarray, list]]:
-        self.enhancer.prepare(reader.info.frame_count)  # this actor enhances segments of such videos
+        self.enhancer.prepare(plausible_count(reader.info))  # this actor enhances segments of such videos
         for frames, pts in reader.batches(self.enhancer.batch_size, start, end):
             yield self.enhancer(frames), pts
 

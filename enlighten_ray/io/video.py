@@ -38,6 +38,7 @@ __all__ = [
     "VideoInfo",
     "VideoReader",
     "Packets",
+    "plausible_count",
     "scan_packets",
 ]
 
@@ -188,15 +189,25 @@ class VideoReader:
     @property
     def end_pts(self) -> int | None:
         """Presentation end of what `frames` yielded: the next frame's pts when a range stopped
-        early; else the header's start + duration, or what decoding saw when longer or missing."""
+        early; else the header's start + duration, or what decoding saw when longer, missing, or
+        when the file is cut short (`truncated`: the header's end is then a promise not kept)."""
         if self._stopped_at is not None:
             return self._stopped_at
         ends = []
-        if self.info.duration is not None:
+        if self.info.duration is not None and not self.truncated:
             ends.append((self.info.start_pts or 0) + self.info.duration)
         if self._last_pts is not None:
             ends.append(self._last_pts + max(self._last_duration, 1))
         return max(ends) if ends else None
+
+    @property
+    def truncated(self) -> bool:
+        """After reading to the end: the header's duration reaches more than two frames past the
+        last frame that decoded (a dashcam that lost power mid-file). Header counts are hints."""
+        if self.info.duration is None or self._last_pts is None or self._stopped_at is not None:
+            return False
+        header_end = (self.info.start_pts or 0) + self.info.duration
+        return header_end > self._last_pts + max(self._last_duration, 1) + 2 * nominal_step(self.info)
 
     def frames(self, start_pts: int | None = None, end_pts: int | None = None) -> Iterator[DecodedFrame]:
         """Frames with start_pts <= pts < end_pts (all by default), in presentation order."""
@@ -264,6 +275,16 @@ class VideoReader:
 def _chain_first(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
     yield first
     yield from rest
+
+
+def plausible_count(info: VideoInfo) -> int | None:
+    """The header's frame count where its duration and rate agree with it (None: unknown). A
+    count is only a hint: a crafted or damaged header can claim 2^31 frames for a 6-frame file."""
+    count = info.frame_count
+    if count is None or info.duration is None or not info.rate:
+        return None
+    expected = float(info.duration * info.time_base * info.rate)
+    return count if count <= 1.5 * expected + 2 else None
 
 
 def nominal_step(info: VideoInfo) -> int:
