@@ -125,3 +125,38 @@ def test_the_prior_compiles() -> None:
     x = to_model_range(torch.from_numpy(_dark_scene(48, 64)).permute(2, 0, 1)[None])
     compiled = torch.compile(lime_prior, dynamic=False)
     assert torch.allclose(compiled(x), lime_prior(x), atol=2e-3)
+
+
+def test_a_prior_step_trains_and_the_warm_up_moves_only_the_discriminators() -> None:
+    from enlighten_ray.train.ema import averaged_generator, build_ema
+    from enlighten_ray.train.losses import EnlightenGANLoss
+    from enlighten_ray.train.step import build_optimizers, build_vgg, train_step
+
+    overrides = ["model.prior=lime", "model.width=4", "model.ndf=4", "loss.vgg_weights=random"]
+    cfg = load_config(None, [*overrides, "loss.residual_weight=1.0", "data.crop_size=32", "loss.patch_size=16"])
+    torch.manual_seed(0)
+    nets = build_nets(cfg)
+    opts = build_optimizers(nets, cfg)
+    loss = EnlightenGANLoss(*nets, build_vgg(cfg), cfg.loss)
+    data = DataSettings(crop_size=32)
+    rngs = [np.random.default_rng(seed) for seed in (0, 1)]
+    crops = [augment_low(_dark_scene(48, 64, i), data, rng, prior=lime_prior) for i, rng in enumerate(rngs)]
+    batch = {k: torch.stack([c[k] for c in crops]) for k in ("low", "low_input", "prior")}
+    batch["normal"] = torch.rand(2, 3, 32, 32) * 2 - 1
+
+    def snapshot(net: torch.nn.Module) -> list[torch.Tensor]:
+        return [p.detach().clone() for p in net.parameters()]
+
+    g, d = snapshot(nets.generator), snapshot(nets.d_global)
+    metrics = train_step(nets, opts, loss, batch, train_generator=False)
+    assert set(metrics) == {"d_global", "d_local"}
+    assert all(torch.equal(a, b) for a, b in zip(g, snapshot(nets.generator)))
+    assert not all(torch.equal(a, b) for a, b in zip(d, snapshot(nets.d_global)))
+    metrics = train_step(nets, opts, loss, batch)
+    assert {"residual", "g_global", "sfp"} <= set(metrics) and float(metrics["residual"]) < 1e-6  # starts at the prior
+    assert not all(torch.equal(a, b) for a, b in zip(g, snapshot(nets.generator)))
+    # the moving average measures its BatchNorm on (input, prior) pairs, as G trained on them
+    ema = build_ema(nets.generator, 1000, 2)
+    ema.update_parameters(nets.generator)
+    shipped = averaged_generator(ema, [(batch["low_input"], batch["prior"])])
+    assert shipped(batch["low_input"], prior=batch["prior"]).shape == (2, 3, 32, 32)
