@@ -17,15 +17,17 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 import torch
 
 from enlighten_ray.errors import BadInputError, reason
 from enlighten_ray.io.atomic import atomic_output
-from enlighten_ray.io.storage import Location, stored
 from enlighten_ray.models.generator import EnlightenGenerator
+
+if TYPE_CHECKING:
+    from enlighten_ray.io.storage import Location
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -57,6 +59,8 @@ def save_generator(
     stores floating-point tensors in fp16 (half the size; loading casts them back to fp32).
     A URI is uploaded whole once written (an object appears only when complete)."""
     if is_uri(path):
+        from enlighten_ray.io.storage import Location, stored  # PyAV comes with storage: only for URIs
+
         loc = Location(str(path))
         with stored(loc, loc.root) as tmp:
             save_generator(model, tmp, meta, half)
@@ -113,6 +117,8 @@ def _remote_generator_file(loc: Location) -> str:
 @contextlib.contextmanager
 def _fetched(uri: str) -> Iterator[tuple[Path, str]]:
     """A weights URI as a local copy (with its card beside it) and the URI of the file it names."""
+    from enlighten_ray.io.storage import Location  # PyAV comes with storage: only for URIs
+
     loc = Location(uri)
     remote = _remote_generator_file(loc)
     with tempfile.TemporaryDirectory(prefix="enlighten-weights-") as tmp:
