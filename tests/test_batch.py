@@ -320,3 +320,17 @@ def test_a_killed_actor_is_replaced_and_nothing_is_lost_or_written_twice(
     assert sorted(Path(m["output"]).name for m in manifest) == ["cam0.mp4", "cam1.mp4"]  # each once
     for clip in clips:
         assert assert_faithful(clip, out / clip.name)["count"] == 100  # every frame once, in order
+
+
+def test_a_pixel_bomb_is_refused_in_the_ray_data_path(ray_cluster: object, weights: Path, tmp_path: Path) -> None:
+    src, out = tmp_path / "in", tmp_path / "out"
+    write_images(src, 1, (32, 40))
+    Image.new("1", (16000, 16000)).save(src / "bomb.png")  # 31 KB declaring 256 Mpx
+    (src / "bomb.mp4").write_bytes((src / "bomb.png").read_bytes())
+    started = time.monotonic()
+    summary = run(BatchOptions(input=str(src), output=str(out), weights=str(weights), concurrency=1, progress=False))
+    assert time.monotonic() - started < 120
+    assert (summary.done, summary.exit_code) == (1, 1)
+    errors = sorted(error for _, _, error in summary.failed)
+    assert len(errors) == 2 and all("16000x16000 pixels (256 Mpx) exceed the 179 Mpx cap" in e for e in errors)
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith("_")) == ["img_000.jpg"]
