@@ -124,6 +124,10 @@ def add_enhance_arguments(p: argparse.ArgumentParser) -> None:
         help="torch.compile the generator: faster per frame after a compile of about half a minute; auto = "
         "for videos of at least 300 frames (default: auto)",
     )
+    _add_max_pixels(p)
+
+
+def _add_max_pixels(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--max-pixels",
         type=int,
