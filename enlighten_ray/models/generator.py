@@ -115,9 +115,9 @@ class EnlightenGenerator(nn.Module):
         `prior`: `base(frame)` computed beforehand on the whole frame that x is a tile or crop of
         (the prior's radius follows the frame's size); None computes it on x."""
         h0, w0 = x.shape[-2:]
-        base = x if self.prior == "none" else (self.base(x) if prior is None else prior)
+        base = None if self.prior == "none" else (self.base(x) if prior is None else prior)
         x, (left, _, top, _) = _pad_to_multiple(x)
-        base = x if self.prior == "none" else _pad_to_multiple(base)[0]
+        base = x if base is None else _pad_to_multiple(base)[0]  # padded as x, to stay aligned
         gray = attention_map(x)
         grays = [gray]  # the attention map at each encoder scale, max-pooled as released
         for _ in range(4):
