@@ -75,6 +75,11 @@ class LossSettings:
     # Size of the correction (paper: none): L1 between the output and the prior it corrects
     # (model.prior lime), so the GAN changes the teacher's picture only where it pays.
     residual_weight: float = 0.0
+    # Dark-region ceiling (paper: none): black pixels (input luma below black_luma, before the
+    # darkening augmentation) are pushed below this output luma (0-255): black skies not lifted into fog.
+    dark_ceiling_weight: float = 0.0
+    dark_ceiling_luma: float = 255.0
+    black_luma: float = 4.0
 
 
 @dataclass
@@ -194,6 +199,9 @@ RANGES: dict[str, tuple[float, float]] = {
     "loss.dark_exposure_luma": (0, 255),
     "loss.colour_weight": (0, INF),
     "loss.residual_weight": (0, INF),
+    "loss.dark_ceiling_weight": (0, INF),
+    "loss.dark_ceiling_luma": (0, 255),
+    "loss.black_luma": (0, 255),
     "optim.lr": (1e-12, 1),
     "optim.beta1": (0, 0.999999),
     "optim.beta2": (0, 0.999999),

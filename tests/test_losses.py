@@ -118,3 +118,18 @@ def test_dark_exposure_loss_lifts_near_black_areas_only_from_below() -> None:
     loss.backward()
     assert out.grad[0].sum() < 0  # descent brightens it
     assert out.grad[1].abs().sum() == 0 and out.grad[2].abs().sum() == 0
+
+
+def test_dark_ceiling_pushes_down_only_lifted_black() -> None:
+    from enlighten_ray.train.losses import dark_ceiling_loss
+
+    low = torch.full((1, 3, 8, 8), -1.0)  # black input (luma 0)
+    low[..., :4] = 0.0  # the left half lit (luma ~128): not near-black
+    fog = torch.full((1, 3, 8, 8), -0.2)  # luma ~102 everywhere
+    dark = fog.clone()
+    dark[..., 4:] = -0.8  # the black half kept at luma ~26
+    assert float(dark_ceiling_loss(fog, low, 4.0, 40.0)) == pytest.approx(((102 - 40) / 255) ** 2, rel=0.02)
+    assert float(dark_ceiling_loss(dark, low, 4.0, 40.0)) == 0.0  # the lit half may be bright
+    fog.requires_grad_(True)
+    dark_ceiling_loss(fog, low, 4.0, 40.0).backward()
+    assert fog.grad[..., :4].abs().sum() == 0 and fog.grad[..., 4:].sum() > 0

@@ -17,6 +17,7 @@ __all__ = [
     "crop_patches",
     "colour_loss",
     "dark_colour_loss",
+    "dark_ceiling_loss",
     "dark_exposure_loss",
     "lsgan_d_loss",
     "lsgan_g_loss",
@@ -99,6 +100,16 @@ def dark_exposure_loss(output: torch.Tensor, low_input: torch.Tensor, dark_luma:
     return (short * used).sum() / output.shape[0]
 
 
+def dark_ceiling_loss(output: torch.Tensor, low: torch.Tensor, black_luma: float, ceiling: float) -> torch.Tensor:
+    """In 0-1 units: mean over the black pixels of `low` (luma below `black_luma`, 0-255) of
+    max(0, output luma - ceiling)^2. Where the scene holds no light a Retinex prior's gain is largest
+    and lifts sensor and codec noise into a grey fog; this keeps such pixels dark instead. `low` is
+    the crop before the darkening augmentation, so a darkened copy is held to the same pixels."""
+    mask = ((1.0 - attention_map(low.detach().float())) * 255.0 < black_luma).float()
+    over = ((1.0 - attention_map(output.float())) - ceiling / 255.0).clamp(min=0.0) ** 2
+    return (over * mask).sum() / mask.sum().clamp(min=1.0)
+
+
 def random_patch_offsets(
     height: int, width: int, size: int, count: int, rng: torch.Generator | None = None
 ) -> list[tuple[int, int]]:
@@ -171,6 +182,9 @@ class EnlightenGANLoss:
         if cfg.dark_exposure_weight > 0:
             metrics["dark_exposure"] = dark_exposure_loss(fake, low_input, cfg.dark_luma, cfg.dark_exposure_luma)
             total = total + cfg.dark_exposure_weight * metrics["dark_exposure"]
+        if cfg.dark_ceiling_weight > 0:
+            metrics["dark_ceiling"] = dark_ceiling_loss(fake, low, cfg.black_luma, cfg.dark_ceiling_luma)
+            total = total + cfg.dark_ceiling_weight * metrics["dark_ceiling"]
         if cfg.residual_weight > 0 and prior is not None:
             metrics["residual"] = F.l1_loss(fake.float(), prior.float())
             total = total + cfg.residual_weight * metrics["residual"]
