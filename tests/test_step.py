@@ -87,7 +87,7 @@ def test_learning_rate_schedule_is_constant_then_linear_to_zero() -> None:
 
 
 def test_augmentation_darkens_only_what_g_sees() -> None:
-    cfg = load_config(None, ["data.crop_size=16", "data.darken_prob=1.0"]).data
+    cfg = load_config(None, ["data.crop_size=16", "loss.patch_size=16", "data.darken_prob=1.0"]).data
     image = np.full((20, 24, 3), 200, np.uint8)
     out = augment_low(image, cfg, np.random.default_rng(0))
     assert out["low"].shape == (3, 16, 16)
