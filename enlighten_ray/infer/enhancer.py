@@ -170,8 +170,9 @@ class Enhancer:
         if getattr(self.model, "prior", "none") == "none":
             return _tiled(lambda t: self._forward(t, strength=self.strength), x, tile, overlap)
         # The prior's radius follows the frame: computed once on the whole frame, tiled with it.
-        both = torch.cat([x, self.model.base(x)], dim=1)
-        return _tiled(lambda t: self._forward(t[:, :3], strength=self.strength, prior=t[:, 3:]), both, tile, overlap)
+        both = torch.cat([x.float(), self.model.base(x)], dim=1)  # the prior is float32
+        run = lambda t: self._forward(t[:, :3].to(x.dtype), strength=self.strength, prior=t[:, 3:])  # noqa: E731
+        return _tiled(run, both, tile, overlap)
 
 
 def _compiled(model: nn.Module, backend: str | Callable = "inductor") -> Callable[..., torch.Tensor]:

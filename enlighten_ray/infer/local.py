@@ -216,7 +216,7 @@ class LocalPlan:
     failed: list[tuple[str, str, str]] = field(default_factory=list)  # (source, "plan", error)
 
 
-def plan_jobs(src: str | Path, dst: str | Path, overwrite: bool = False) -> LocalPlan:
+def plan_jobs(src: str | Path, dst: str | Path, overwrite: bool = False, image_format: str | None = None) -> LocalPlan:
     """Pair inputs with outputs. A file goes to `dst` (or into it when it is a folder); a folder's
     images and videos go to the same relative paths under `dst`, through the batch job's planner.
     Never an output on an input; existing outputs are skipped unless `overwrite`."""
@@ -224,7 +224,7 @@ def plan_jobs(src: str | Path, dst: str | Path, overwrite: bool = False) -> Loca
     if not src.exists():
         raise BadInputError(src, "a link that loops" if _loops(src) else "no such file or folder")
     if src.is_dir():
-        return _plan_folder(src, dst, overwrite)
+        return _plan_folder(src, dst, overwrite, image_format)
     kind = media_kind(src)
     if kind is None:
         raise BadInputError(src, "not an image or video file (unknown extension)")
@@ -265,14 +265,15 @@ def _check_output_kind(src: Path, dst: Path, kind: str) -> None:
         raise BadInputError(dst, f"a video needs a video OUTPUT ({', '.join(sorted(OUTPUT_FORMATS))})")
 
 
-def _plan_folder(src: Path, dst: Path, overwrite: bool) -> LocalPlan:
+def _plan_folder(src: Path, dst: Path, overwrite: bool, image_format: str | None = None) -> LocalPlan:
     if dst.exists() and not dst.is_dir():
         raise BadInputError(dst, "INPUT is a folder, so OUTPUT must be a folder")
     if dst.resolve() == src.resolve():
         raise BadInputError(dst, "is the input folder: outputs would replace the inputs")
     source, output = Location(str(src)), Location(str(dst))
     existing = output.listing()
-    plan = plan_outputs(source, output, never_skip if overwrite else skip_existing(existing))
+    skip = never_skip if overwrite else skip_existing(existing)
+    plan = plan_outputs(source, output, skip, image_format=image_format)
     remove_partials(output, existing, owned_by(plan))
     if plan.empty:
         raise source.nothing_to_do()
@@ -292,10 +293,12 @@ def enhance_path(
     overwrite: bool = False,
     side_by_side: bool = False,
     progress: bool | None = None,
+    image_format: str | None = None,
 ) -> Summary:
-    """Enhance a file or a folder. Existing outputs are skipped unless `overwrite`. In a folder a bad
+    """Enhance a file or a folder. Existing outputs are skipped unless `overwrite`. A folder's images
+    are written as `image_format` (png, jpg ...) when given, else in their own format. In a folder a bad
     file is reported on one line and the rest still done; a single bad file raises BadInputError."""
-    plan = plan_jobs(src, dst, overwrite)
+    plan = plan_jobs(src, dst, overwrite, image_format)
     single = Path(src).is_file()
     summary = Summary(skipped=len(plan.skipped), failed=list(plan.failed))
     for job in plan.skipped:

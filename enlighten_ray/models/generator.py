@@ -123,7 +123,7 @@ class EnlightenGenerator(nn.Module):
         for _ in range(4):
             grays.append(F.max_pool2d(grays[-1], 2))
 
-        h = torch.cat([base, gray], dim=1)  # (B, 4, H, W)
+        h = torch.cat([base.to(x.dtype), gray], dim=1)  # (B, 4, H, W)
         skips = []
         for stage in range(1, 5):
             h = self._block(f"{stage}_2", self._block(f"{stage}_1", h))
@@ -139,5 +139,8 @@ class EnlightenGenerator(nn.Module):
             h = self._block(f"{stage}_2", self._block(f"{stage}_1", h))
 
         latent = self.conv10(h) * gray  # times_residual
-        out = x + strength * latent if self.prior == "none" else x + strength * (base + latent - x)
+        if self.prior == "none":
+            out = x + strength * latent
+        else:  # in float32: a bf16 sum of prior and correction would add a level of noise
+            out = torch.lerp(x.float(), base.float() + latent.float(), strength)
         return out[..., top : top + h0, left : left + w0]

@@ -69,8 +69,8 @@ def _guided(guide: torch.Tensor, src: torch.Tensor, r: int, eps: float) -> torch
 
 
 def lime_prior(x: torch.Tensor, gamma: float = GAMMA, dark: float = DARK) -> torch.Tensor:
-    """x: (B, 3, H, W) whole frames in [-1, 1] -> the teacher's estimate in [-1, 1], x's dtype."""
-    dtype = x.dtype
+    """x: (B, 3, H, W) whole frames in [-1, 1] -> the teacher's estimate in [-1, 1], float32 whatever
+    x's dtype: in bf16 its 8-bit mantissa alone would put a level of noise on smooth skies."""
     img = (x.float() + 1) / 2
     r = radius_for(*img.shape[-2:])
     t = img.amax(dim=1, keepdim=True)
@@ -80,4 +80,4 @@ def lime_prior(x: torch.Tensor, gamma: float = GAMMA, dark: float = DARK) -> tor
         smooth = _guided(t, out, 2 * r, _SMOOTH_EPS)
         w = (1 - t / dark).clamp(0, 1)
         out = ((1 - w) * out + w * smooth).clamp(0, 1)
-    return (out * 2 - 1).to(dtype)
+    return out * 2 - 1
