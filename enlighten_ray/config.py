@@ -224,7 +224,7 @@ RANGES: dict[str, tuple[float, float]] = {
     "failure.max_failures": (-1, INF),  # -1: retry without end (Ray's convention)
 }
 CHOICES: dict[str, tuple[str, ...]] = {
-    "model.prior": ("none", "lime"),
+    "model.prior": ("none", "lime"),  # models.prior.PRIORS (a test keeps them equal; no torch import here)
     "scaling.precision": ("bf16", "fp32"),
 }
 
@@ -238,17 +238,13 @@ def validate(cfg: Config) -> Config:
         for name, kind in typing.get_type_hints(type(part)).items():
             setattr(part, name, _coerce(getattr(part, name), kind, f"{section.name}.{name}"))
     for key, (low, high) in RANGES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(cfg, section), name)
+        value = _value(cfg, key)
         if not low <= value <= high:
             bounds = f">= {low:g}" if high == INF else f"in [{low:g}, {high:g}]"
             raise BadInputError(key, f"must be {bounds}, got {value!r}")
     for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        if getattr(getattr(cfg, section), name) not in allowed:
-            raise BadInputError(
-                key, f"must be one of {', '.join(allowed)}, got {getattr(getattr(cfg, section), name)!r}"
-            )
+        if _value(cfg, key) not in allowed:
+            raise BadInputError(key, f"must be one of {', '.join(allowed)}, got {_value(cfg, key)!r}")
     if cfg.data.darken_max < cfg.data.darken_min:
         raise BadInputError("data.darken_max", f"must be >= data.darken_min ({cfg.data.darken_min:g})")
     if cfg.loss.patch_size > cfg.data.crop_size:
@@ -256,6 +252,12 @@ def validate(cfg: Config) -> Config:
     if cfg.epochs < 1:
         raise BadInputError("optim.epochs_constant", "optim.epochs_constant + optim.epochs_decay must be >= 1")
     return cfg
+
+
+def _value(cfg: Config, key: str) -> Any:
+    """The value of a "section.name" key."""
+    section, name = key.split(".")
+    return getattr(getattr(cfg, section), name)
 
 
 def _coerce(value: Any, kind: Any, key: str) -> Any:

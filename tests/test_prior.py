@@ -160,3 +160,10 @@ def test_a_prior_step_trains_and_the_warm_up_moves_only_the_discriminators() -> 
     ema.update_parameters(nets.generator)
     shipped = averaged_generator(ema, [(batch["low_input"], batch["prior"])])
     assert shipped(batch["low_input"], prior=batch["prior"]).shape == (2, 3, 32, 32)
+
+
+def test_the_config_accepts_exactly_the_priors_the_model_builds() -> None:
+    from enlighten_ray.config import CHOICES
+    from enlighten_ray.models.prior import PRIORS
+
+    assert CHOICES["model.prior"] == PRIORS

@@ -5,6 +5,7 @@ footage libraries are often assembled from links. Broken and self-looping links 
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -58,7 +59,7 @@ def _visit(entry: os.DirEntry, files: list[LocalFile], pending: deque[str], skip
         st = entry.stat()  # follows links
     except OSError as exc:
         if entry.is_symlink():
-            why = "a link that loops" if exc.errno == 40 else "a broken link"
+            why = "a link that loops" if exc.errno == errno.ELOOP else "a broken link"
             skipped.append((entry.path, why))
         return
     if stat.S_ISDIR(st.st_mode):
