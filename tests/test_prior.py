@@ -167,3 +167,19 @@ def test_the_config_accepts_exactly_the_priors_the_model_builds() -> None:
     from enlighten_ray.models.prior import PRIORS
 
     assert CHOICES["model.prior"] == PRIORS
+
+
+def test_the_prior_lifts_near_black_to_grey_not_to_the_codecs_tint() -> None:
+    """A black sky with a violet offset (R/G/B 3/2/3, as the night dashcam's) beside a lit street:
+    a 10x gain would make the offset a violet fog; the prior's dark regions come out grey."""
+    rng = np.random.default_rng(0)
+    img = np.zeros((64, 96, 3))
+    img[:32] = (3, 2, 3)
+    img[32:] = (90, 70, 50)  # warm, lit: its colour stays
+    img = np.clip(img + rng.normal(0, 0.7, img.shape), 0, 255).astype(np.uint8)
+    for out in (_prior_uint8(img), classical.teacher(img)):
+        sky = out[:24].reshape(-1, 3).mean(axis=0)
+        assert sky.min() > 8  # lifted
+        assert sky.max() / sky.min() < 1.1, sky  # grey (blending toward grey only: the tint gives 1.5)
+        street = out[44:].reshape(-1, 3).mean(axis=0)
+        assert street[0] > 1.3 * street[2], street  # warm light keeps its colour

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from enlighten_ray.models.prior import prior_function
+from enlighten_ray.models.prior import LUMA, prior_function
 
 __all__ = ["EnlightenGenerator", "attention_map", "check_strength", "from_model_range", "to_model_range"]
 
@@ -23,8 +23,6 @@ __all__ = ["EnlightenGenerator", "attention_map", "check_strength", "from_model_
 STAGE_MULTIPLIERS = (1, 2, 4, 8, 16)
 # The U-Net pools four times, so inputs are padded to a multiple of 2**4.
 SIZE_MULTIPLE = 16
-# Rec.601 luma weights for the attention map.
-LUMA = (0.299, 0.587, 0.114)
 
 
 def to_model_range(pixels: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,8 @@ so the generator can start from the teacher's picture and learn only a correctio
 
 The estimate is LIME's (Guo et al., TIP 2017): illumination T = the brightest channel, refined by a
 self-guided filter (He et al. 2010), and R = I / max(T ** gamma, 0.01); regions whose illumination
-is below `dark` are blended toward a smoothing of R guided by T, where a 10x gain shows only noise.
+is below `dark` are blended toward a grey smoothing of R guided by T, where a 10x gain shows only
+noise and the codec's chroma offsets.
 No weights: it is a fixed function of the frame. Its filter radius follows the frame's size, so it
 is computed on whole frames (never per tile or per training crop). It runs in fp32 whatever the
 caller's dtype: box sums of squares in bf16 lose the guided filter's variances.
@@ -18,11 +19,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PRIORS", "GAMMA", "DARK", "lime_prior", "prior_function", "radius_for"]
+__all__ = ["PRIORS", "GAMMA", "DARK", "LUMA", "lime_prior", "prior_function", "radius_for"]
 
 PRIORS = ("none", "lime")  # `model.prior`'s values
 GAMMA = 0.8  # LIME's gamma on the illumination map
 DARK = 0.15  # illumination (0-1) below which the output is smoothed (`classical.teacher`'s `dark`)
+LUMA = (0.299, 0.587, 0.114)  # Rec.601 luma weights of R, G, B
 _ILLUMINATION_EPS = 1e-3
 _SMOOTH_EPS = 1e-4
 
@@ -77,7 +79,8 @@ def lime_prior(x: torch.Tensor, gamma: float = GAMMA, dark: float = DARK) -> tor
     t = _guided(t, t, r, _ILLUMINATION_EPS).clamp(0, 1)
     out = (img / t.pow(gamma).clamp_min(0.01)).clamp(0, 1)
     if dark > 0:
-        smooth = _guided(t, out, 2 * r, _SMOOTH_EPS)
+        grey = (out * out.new_tensor(LUMA).view(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        smooth = _guided(t, grey, 2 * r, _SMOOTH_EPS)
         w = (1 - t / dark).clamp(0, 1)
         out = ((1 - w) * out + w * smooth).clamp(0, 1)
     return out * 2 - 1
