@@ -189,3 +189,96 @@ def test_a_newline_in_a_name_stays_one_log_line(tmp_path: Path, weights: Path, c
     assert len(errors) == 1 and "'" + str(src / "bad\\nname.png") + "'" in errors[0]
     assert main(["eval", "niqe", str(src)]) == 1
     assert "%|" not in capsys.readouterr().err  # no progress bar in a log
+
+
+def _avi_claiming(path: Path, frames: int, claimed: int) -> Path:
+    """An MPEG-4 AVI of `frames` frames whose headers (avih total frames, strh length) claim `claimed`."""
+    import struct
+
+    import av
+
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for i in range(frames):
+            img = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 30 * i, np.uint8), format="rgb24")
+            c.mux(stream.encode(img))
+        c.mux(stream.encode())
+    data = bytearray(path.read_bytes())
+    for tag, offset in ((b"avih", 16), (b"strh", 32)):  # dwTotalFrames; dwLength (in frames at 25/s)
+        at = data.index(tag) + 8 + offset
+        data[at : at + 4] = struct.pack("<I", claimed)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_header_claiming_two_billion_frames_is_a_hint_not_a_plan(tmp_path: Path, weights: Path, capsys) -> None:
+    import av
+
+    from enlighten_ray.io.video import VideoReader, plausible_count
+
+    src = _avi_claiming(tmp_path / "liar.avi", 6, 2**31 - 1)
+    with VideoReader(src) as reader:
+        assert reader.info.frame_count == 2**31 - 1  # the header says so, with a duration to match
+        assert plausible_count(reader.info) is None  # 6 KB cannot hold them: no compile, no ETA from it
+    with VideoReader(_avi_claiming(tmp_path / "honest.avi", 6, 6)) as reader:
+        assert plausible_count(reader.info) == 6
+
+    out = tmp_path / "out.mp4"
+    assert main(["enhance", str(src), str(out), "--weights", str(weights), "--precision", "fp32"]) == 0
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and not re.search(r"ETA \d{3,}h", err), err
+    assert "truncated: 6 frames decoded of the 2147483647 in its header" in err
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].frames == 6
+
+
+def test_a_truncated_video_in_a_batch_is_recorded_as_such(ray_cluster: object, tmp_path: Path, weights: Path) -> None:
+    """The Ray Data job enhances what decodes, and its manifest and summary say the source was cut short."""
+    import av
+
+    from enlighten_ray.infer.ray_job import BatchOptions, run
+
+    src = tmp_path / "in"
+    src.mkdir()
+    data = _faststart_clip(tmp_path / "full.mp4", 12).read_bytes()
+    (src / "cut.mp4").write_bytes(data[: len(data) // 2])
+    (src / "whole.mp4").write_bytes(data)
+    summary = run(BatchOptions(input=str(src), output=str(tmp_path / "out"), weights=str(weights), segment_seconds=0.5))
+    assert (summary.done, summary.failed, summary.exit_code) == (2, [], 0)
+    assert [Path(s).name for s in summary.truncated] == ["cut.mp4"]
+    assert "1 truncated sources" in summary.line()
+    entries = {Path(e["source"]).name: e for e in map(json.loads, (tmp_path / "out" / "_manifest.jsonl").open())}
+    cut, whole = entries["cut.mp4"], entries["whole.mp4"]
+    assert (cut["truncated"], cut["header_frames"], whole["truncated"], whole["frames"]) == (True, 12, False, 12)
+    assert "header_frames" not in whole
+    with av.open(str(tmp_path / "out" / "cut.mp4")) as c:
+        stream = c.streams.video[0]
+        assert 0 < stream.frames == cut["frames"] < 12
+        assert stream.duration * stream.time_base < 1.0  # not stretched to the header's 1.2 s
+
+
+def test_ctrl_c_while_ray_shuts_down_after_the_summary_is_no_crash(tmp_path: Path, weights: Path) -> None:
+    """Ctrl-C pressed (three times) just as the summary appears, while the job's own Ray shuts down."""
+    import signal
+    import subprocess
+    import sys
+
+    write_images(tmp_path / "in", 2, (32, 32))
+    cmd = [sys.executable, "-m", "enlighten_ray", "batch", str(tmp_path / "in"), str(tmp_path / "out")]
+    cmd += ["--weights", str(weights), "--num-cpus", "1", "-q"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    job = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    lines = []
+    for line in job.stderr:
+        lines.append(line)
+        if line.startswith("enlighten-ray: done"):
+            for _ in range(3):
+                job.send_signal(signal.SIGINT)
+                time.sleep(0.2)
+            break
+    lines += job.stderr.read().splitlines(keepends=True)
+    job.wait(timeout=120)
+    log = "".join(lines)
+    assert "enlighten-ray: done 2, skipped 0" in log, log[-3000:]
+    assert job.returncode in (0, 130) and "Traceback" not in log, (job.returncode, log[-3000:])

@@ -67,7 +67,9 @@ class Ledger:
                     entries[entry["output"]] = entry
         return entries
 
-    def done(self, kind: str, source: str, output: str, frames: int) -> None:
+    def done(self, kind: str, source: str, output: str, frames: int, header_frames: int | None = None) -> None:
+        """An output finished; `header_frames` (a video cut short: the count its header gave, 0
+        when none) records a source enhanced only as far as it decodes."""
         self._append(
             MANIFEST,
             {
@@ -75,6 +77,8 @@ class Ledger:
                 "output": output,
                 "kind": kind,
                 "frames": frames,
+                "truncated": header_frames is not None,
+                **({"header_frames": header_frames or None} if header_frames is not None else {}),
                 "source_version": self.versions.get(source),
                 "weights": self.weights_id,
                 "run": self.run,

@@ -21,7 +21,7 @@ from enlighten_ray.infer.ledger import Ledger
 from enlighten_ray.infer.rows import OPEN, SEGMENT, segment_row
 from enlighten_ray.io.atomic import partial_target
 from enlighten_ray.io.storage import Location, opened
-from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader, scan_packets
+from enlighten_ray.io.video import OUTPUT_FORMATS, VideoReader, cut_short, nominal_step, scan_packets
 
 
 @dataclass(frozen=True)
@@ -207,9 +207,12 @@ def plan_segments(batch: pa.Table, source: Location, output: Location, frames_mo
 def _segments_of(row: dict, source: Location, output: Location, frames_mode: bool, seconds: float) -> list[dict]:
     shown = source.show(row["src"])
     with opened(source, row["src"]) as file, VideoReader(file, shown) as reader:
-        time_base = float(reader.info.time_base)
+        info = reader.info
     with opened(source, row["src"]) as file:
         packets = scan_packets(file, shown)
+    time_base = float(info.time_base)
+    truncated = bool(packets.pts) and cut_short(info, packets.pts[-1] + nominal_step(info))
+    header = {"truncated": truncated, "header_frames": info.frame_count or 0}
     all_pts = packets.pts if frames_mode else []
     bounds = [OPEN, *cut_points(packets.keys, time_base, seconds), OPEN]
     count = len(bounds) - 1
@@ -219,7 +222,7 @@ def _segments_of(row: dict, source: Location, output: Location, frames_mode: boo
         name = f"{i:05d}_{_bound(start)}_{_bound(end)}"
         part = row["dst"] if frames_mode else f"{row['parts']}/{name}{suffix}"
         first = bisect.bisect_left(all_pts, start) if start != OPEN else 0
-        rows.append(segment_row(row, part, i, count, start, end, first))
+        rows.append(segment_row(row, part, i, count, start, end, first, **header))
     return rows
 
 

@@ -191,13 +191,19 @@ def _prune_empty(loc: Location, folder: str) -> None:
             os.rmdir(here)  # only succeeds on empty folders
 
 
-def _record(ledger: Ledger, summary: Summary, row: dict, kind: str, shown_dst: str) -> None:
+def _record(ledger: Ledger, summary: Summary, row: dict, kind: str, shown_dst: str, plan: dict | None = None) -> None:
+    """Record a result row; `plan` (a video's planned segment row) says whether its source was cut short."""
     if row["error"]:
         ledger.failed(row["src"], row["stage"], row["error"])
         summary.failed.append((row["src"], row["stage"], row["error"]))
-    else:
-        ledger.done(kind, row["src"], shown_dst, row["frames"])
-        summary.done += 1
+        return
+    header = plan["header_frames"] if plan and plan["truncated"] else None
+    if header is not None:
+        said = f"{row['frames']} frames decoded of the {header or '?'} in its header"
+        print(f"enlighten-ray: warning: {row['src']}: truncated: {said}", file=sys.stderr)
+        summary.truncated.append(row["src"])
+    ledger.done(kind, row["src"], shown_dst, row["frames"], header)
+    summary.done += 1
 
 
 def _lost(ledger: Ledger, summary: Summary, sources: Iterable[str]) -> None:
@@ -347,9 +353,8 @@ class _Joiner:
             if failed:
                 _record(self.ledger, self.summary, failed[0], "video", "")
             elif frames is not None:
-                _record(
-                    self.ledger, self.summary, result(row["src"], row["dst"], total), "video", frames.show(row["dst"])
-                )
+                done = result(row["src"], row["dst"], total)
+                _record(self.ledger, self.summary, done, "video", frames.show(row["dst"]), self.segments[row["src"]][0])
             else:
                 video = self.videos[row["src"]]
                 ordered = [s["part"] for s in sorted(self.segments[row["src"]], key=lambda s: s["index"])]
@@ -370,7 +375,8 @@ class _Joiner:
                 self.ledger, self.summary, result(src, dst, error=f"{src}: {reason(cause)}", stage="join"), "video", ""
             )
             return
-        _record(self.ledger, self.summary, result(src, dst, count), "video", self.output.show(dst))
+        done = result(src, dst, count)
+        _record(self.ledger, self.summary, done, "video", self.output.show(dst), self.segments[src][0])
 
     def finish_all(self) -> None:
         for ref in list(self.joins):

@@ -46,6 +46,8 @@ SEGMENT = pa.schema(
         ("start", pa.int64()),
         ("end", pa.int64()),
         ("first_frame", pa.int64()),  # index of the segment's first frame in the video
+        ("truncated", pa.bool_()),  # the source ends before its header says (cut short)
+        ("header_frames", pa.int64()),  # the header's frame count (0: not given)
         ("error", pa.string()),  # a video that cannot be planned travels as one error row
         ("stage", pa.string()),
     ]
@@ -62,6 +64,8 @@ def segment_row(
     first_frame: int,
     error: str = "",
     stage: str = "",
+    truncated: bool = False,
+    header_frames: int = 0,
 ) -> dict:
     """A SEGMENT row of `video` (a planned video row: src, dst, parts): `index` of `count`, pts
     [start, end), or an error row (`error`, `stage`) for a video that cannot be planned."""
@@ -73,6 +77,8 @@ def segment_row(
         "start": start,
         "end": end,
         "first_frame": first_frame,
+        "truncated": truncated,
+        "header_frames": header_frames,
         "error": error,
         "stage": stage,
     }

@@ -39,6 +39,8 @@ __all__ = [
     "VideoReader",
     "Packets",
     "plausible_count",
+    "cut_short",
+    "nominal_step",
     "scan_packets",
 ]
 
@@ -51,6 +53,8 @@ VIDEO_EXTENSIONS = frozenset(
 OUTPUT_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
 # Stream types copied packet for packet from the source.
 COPIED_TYPES = ("audio", "subtitle")
+# No container stores a frame in fewer bytes: MP4's sample tables alone take 4 per frame.
+MIN_FRAME_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,7 @@ class VideoInfo:
     display_matrix: tuple[int, ...] | None = None  # 9 int32 (16.16 / 2.30 fixed point), as FFmpeg stores it
     rotation: int = 0  # degrees, from the display matrix
     copy_streams: tuple[int, ...] = ()  # indexes of audio/subtitle streams to copy
+    file_bytes: int | None = None  # the file's size where the container knows it
 
 
 class DecodedFrame(NamedTuple):
@@ -180,6 +185,7 @@ class VideoReader:
             start_pts=s.start_time,
             duration=duration,
             frame_count=s.frames or None,
+            file_bytes=c.size if c.size > 0 else None,
             color=ColorInfo(first.color_range, first.colorspace, first.color_primaries, first.color_trc),
             display_matrix=_display_matrix(first),
             rotation=first.rotation,
@@ -204,10 +210,9 @@ class VideoReader:
     def truncated(self) -> bool:
         """After reading to the end: the header's duration reaches more than two frames past the
         last frame that decoded (a dashcam that lost power mid-file). Header counts are hints."""
-        if self.info.duration is None or self._last_pts is None or self._stopped_at is not None:
+        if self._last_pts is None or self._stopped_at is not None:
             return False
-        header_end = (self.info.start_pts or 0) + self.info.duration
-        return header_end > self._last_pts + max(self._last_duration, 1) + 2 * nominal_step(self.info)
+        return cut_short(self.info, self._last_pts + max(self._last_duration, 1))
 
     def frames(self, start_pts: int | None = None, end_pts: int | None = None) -> Iterator[DecodedFrame]:
         """Frames with start_pts <= pts < end_pts (all by default), in presentation order."""
@@ -278,13 +283,24 @@ def _chain_first(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterato
 
 
 def plausible_count(info: VideoInfo) -> int | None:
-    """The header's frame count where its duration and rate agree with it (None: unknown). A
-    count is only a hint: a crafted or damaged header can claim 2^31 frames for a 6-frame file."""
+    """The header's frame count where its duration and rate agree with it and the file is large
+    enough to hold that many frames (None: unknown). A count is only a hint: a crafted or damaged
+    header can claim 2^31 frames, with a duration to match, for a 6-frame file of 6 KB."""
     count = info.frame_count
     if count is None or info.duration is None or not info.rate:
         return None
+    if info.file_bytes is not None and count > info.file_bytes // MIN_FRAME_BYTES:
+        return None
     expected = float(info.duration * info.time_base * info.rate)
     return count if count <= 1.5 * expected + 2 else None
+
+
+def cut_short(info: VideoInfo, end_pts: int) -> bool:
+    """Whether the header's duration reaches more than two frames past `end_pts`, where the frames
+    that exist end: the file was cut short (a dashcam that lost power mid-file)."""
+    if info.duration is None:
+        return False
+    return (info.start_pts or 0) + info.duration > end_pts + 2 * nominal_step(info)
 
 
 def nominal_step(info: VideoInfo) -> int:

@@ -3,7 +3,9 @@ it (`fit`), and what `enlighten-ray train` and `jobs/train.py` print around it (
 
 from __future__ import annotations
 
+import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,7 @@ from enlighten_ray.errors import BadInputError
 from enlighten_ray.models.weights import load_generator
 from enlighten_ray.train.loop import train_func
 
-__all__ = ["check_config", "fit", "launch"]
+__all__ = ["check_config", "failure_message", "fit", "launch"]
 
 
 def check_config(cfg: Config) -> None:
@@ -177,12 +179,44 @@ def launch(cfg: Config, dry_run: bool = False, verbose: bool = False) -> int:
             videos = sum(f.kind == "video" for f in files)
             print(f"# data.{role}: {len(files) - videos} images, {videos} videos")
         return 0
-    result = fit(cfg, verbose=verbose)
-    if result.error is not None:
-        print(f"enlighten-ray: training failed: {result.error}", file=sys.stderr)
+    try:
+        result = fit(cfg, verbose=verbose)
+        if result.error is not None:
+            raise result.error
+    except ray.train.TrainingFailedError as exc:
+        line, details = failure_message(exc, _run_dir(cfg))
+        if details and not verbose:
+            print(details, file=sys.stderr)  # a fault in the training code: its traceback helps
+        print(f"enlighten-ray: training failed: {line}", file=sys.stderr)
         return 1
     print(f"# run directory: {result.path}")
     if result.checkpoint is not None:
         print(f"# latest checkpoint: {result.checkpoint.path}")
         print(f"# generator: {result.checkpoint.path}/generator.pt")
     return 0
+
+
+def failure_message(error: Exception, run_dir: str, wait_s: float = 60.0) -> tuple[str, str]:
+    """One line for a failed run, and Ray's full message where it is more than a lost node.
+    Ray reports a worker on a lost node as a failed health check naming the worker's node_id; the
+    cluster's node table (asked while still connected) says whether that node is gone, some
+    seconds after the workers stop answering, so it is polled for up to `wait_s`."""
+    text = str(error)
+    resume = (
+        f"run the same command again to resume from the latest checkpoint in {run_dir} (same run.storage_path "
+        "and run.name), or set failure.max_failures >= 1 to restart from it automatically"
+    )
+    named = list(dict.fromkeys(re.findall(r"node_id='([0-9a-f]+)'", text)))
+    if not named or "health check" not in text:
+        return f"{text.strip().splitlines()[0]} (details above); {resume}", text
+    deadline = time.monotonic() + wait_s
+    while True:
+        nodes = {n["NodeID"]: n for n in ray.nodes()}
+        gone = [i for i in named if i in nodes and not nodes[i]["Alive"]]
+        if gone or time.monotonic() > deadline:
+            break
+        time.sleep(1.0)
+    shown = ", ".join(f"{i} ({nodes[i]['NodeManagerAddress']})" if i in nodes else i for i in (gone or named))
+    if gone:
+        return f"lost node {shown} with its training workers; {resume}", ""
+    return f"training workers on node {shown} stopped answering; {resume}", ""
