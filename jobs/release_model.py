@@ -1,10 +1,10 @@
 """Choose a run's checkpoint on the held-out curve and write it as the package's shipped model.
 
-    enlighten-ray eval curve runs/cpu --images $ENLIGHTEN_DATA/train/low \
+    enlighten-ray eval curve runs/prior --images $ENLIGHTEN_DATA/train/low \
         --holdout configs/holdout_low.txt --json docs/curve.json --plot docs/curve.png
-    python jobs/release_model.py --run runs/cpu --curve docs/curve.json
+    python jobs/release_model.py --run runs/prior --curve docs/curve.json
     # then, with the model written: eval table / eval pairs on it, and record them in its card
-    python jobs/release_model.py --run runs/cpu --curve docs/curve.json --table table.json --pairs lol.json
+    python jobs/release_model.py --run runs/prior --curve docs/curve.json --table table.json --pairs lol.json
 
 The choice, on 50 held-out `train/low` images and the first 60 frames of an evaluation video
 (never the test sets): the lowest mean held-out NIQE among checkpoints that
@@ -122,7 +122,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="the training run directory")
     parser.add_argument("--curve", required=True, help="JSON written by `enlighten-ray eval curve`")
-    parser.add_argument("--recipe", default="configs/cpu.yaml", help="the config file the run was started with")
+    parser.add_argument("--recipe", default="configs/prior.yaml", help="the config file the run was started with")
     parser.add_argument("--table", help="JSON written by `enlighten-ray eval table` for the chosen model")
     parser.add_argument("--pairs", help="JSON written by `enlighten-ray eval pairs` (LOL15) for the chosen model")
     parser.add_argument("--out", default=str(DEFAULT_WEIGHTS), help="where to write the generator")

@@ -23,12 +23,12 @@ def night_frame(height: int = 96, width: int = 160) -> np.ndarray:
 def test_shipped_model_loads_with_its_card() -> None:
     model, info = load_generator()
     assert info.path == str(DEFAULT_WEIGHTS) and info.origin == "ours"
-    assert info.config["width"] == 32 and info.params == 8_636_675
+    assert (info.config["width"], info.config["prior"], info.params) == (16, "lime", 2_161_795)
     raw = torch.load(DEFAULT_WEIGHTS, weights_only=True)
     assert raw["state_dict"]["conv1_1.weight"].dtype == torch.float16  # shipped in half precision
     assert next(model.parameters()).dtype == torch.float32  # and run in fp32 unless asked
     card = info.card
-    assert card["recipe"] == "configs/cpu.yaml" and card["vgg"]["source"] == "hed"
+    assert card["recipe"] == "configs/prior.yaml" and card["vgg"]["source"] == "hed"
     assert {"heldout", "table1", "commit", "data"} <= set(card)
 
 
@@ -42,7 +42,7 @@ def test_enhance_without_weights_uses_the_shipped_model_and_brightens(tmp_path: 
     capsys.readouterr()
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["path"] == str(DEFAULT_WEIGHTS) and info["card"]["recipe"] == "configs/cpu.yaml"
+    assert info["path"] == str(DEFAULT_WEIGHTS) and info["card"]["recipe"] == "configs/prior.yaml"
 
 
 def test_auto_precision_follows_the_device() -> None:
