@@ -181,7 +181,13 @@ def test_eval_table_refuses_bad_folders_before_enhancing(tmp_path, tiny_weights,
     assert code == 2
     assert "none of the test-set folders" in capsys.readouterr().err
     save(photo((96, 96), 0), tmp_path / "LIME" / "1.png")
-    for compare, why in ((f"AHE={tmp_path}", "already has a row named 'AHE'"), ("x=/no/such", "no such directory")):
+    (tmp_path / "t5" / "tiny.pt").mkdir(parents=True)  # an earlier --out: rows are named after weights files
+    bad = (
+        (f"AHE={tmp_path}", "already has a row named 'AHE'"),
+        ("x=/no/such", "no such directory"),
+        (f"x={tmp_path / 't5' / 'ours'}", f"no such directory ({tmp_path / 't5'} holds: tiny.pt)"),
+    )
+    for compare, why in bad:
         code = main(
             [
                 "eval",

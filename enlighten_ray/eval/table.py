@@ -205,6 +205,13 @@ def _row(per_set: dict[str, dict[str, float]], errors: dict[str, dict[str, str]]
     }
 
 
+def _held_rows(folder: Path) -> str:
+    """What an `--out` folder holds, for an error: its rows are named after the weights file
+    (`t5/prior_only.pt`), which is easy to mistake for `t5/ours`."""
+    rows = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+    return f" ({folder} holds: {', '.join(rows)})" if rows else ""
+
+
 def table_report(
     weights: str | os.PathLike | None,
     data: str | os.PathLike,
@@ -230,7 +237,7 @@ def table_report(
         if name in taken:
             raise BadInputError(f"--compare {name}={folder}", f"the table already has a row named {name!r}")
         if not Path(folder).is_dir():
-            raise BadInputError(folder, f"--compare {name}: no such directory")
+            raise BadInputError(folder, f"--compare {name}: no such directory{_held_rows(Path(folder).parent)}")
     rows: dict[str, dict[str, Any]] = {}
     with _workdir(out) as work:
         rows["Input"] = _score_dir(data, sets, missing, "Input")
