@@ -19,19 +19,12 @@ import numpy as np
 import pytest
 import torch
 from _media import REPO, assert_faithful, make_clip
+from conftest import free_port
 from PIL import Image
 
 from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.models.generator import EnlightenGenerator
 from enlighten_ray.models.weights import load_generator, save_generator
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -41,7 +34,7 @@ def cluster() -> Iterator[object]:
     from ray.cluster_utils import Cluster
 
     nodes = Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": _free_port()}
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": True, "dashboard_port": free_port()}
     )
     for _ in range(2):
         nodes.add_node(num_cpus=2)

@@ -23,7 +23,8 @@ from enlighten_ray.errors import BadInputError
 from enlighten_ray.eval.metrics import niqe
 from enlighten_ray.eval.table import read_rgb
 from enlighten_ray.infer.enhancer import Enhancer
-from enlighten_ray.models.generator import LUMA, EnlightenGenerator
+from enlighten_ray.models.generator import EnlightenGenerator
+from enlighten_ray.models.prior import LUMA
 from enlighten_ray.models.weights import GENERATOR_FILE, find_generator_file, load_generator, weights_id
 
 __all__ = [

@@ -27,7 +27,7 @@ from enlighten_ray.errors import BadInputError, reason, shown
 from enlighten_ray.infer.enhancer import Enhancer
 from enlighten_ray.infer.plan import Target, never_skip, owned_by, plan_outputs, remove_partials, skip_existing
 from enlighten_ray.infer.progress import progress_bar
-from enlighten_ray.infer.rows import Summary
+from enlighten_ray.infer.rows import Summary, truncation_warning
 from enlighten_ray.io.atomic import atomic_output, partial_target
 from enlighten_ray.io.encode import EncoderOptions, VideoWriter
 from enlighten_ray.io.images import IMAGE_EXTENSIONS, media_kind, read_image, write_image
@@ -122,8 +122,7 @@ def enhance_video(
             count = _run_pipeline(reader, writer, enhancer, left_of, bar)
             writer.end_pts = reader.end_pts
             if reader.truncated:
-                listed = info.frame_count or "?"
-                _say(f"enlighten-ray: warning: {src}: truncated: {count} frames decoded of the {listed} in its header")
+                _say(truncation_warning(str(src), count, info.frame_count))
                 if truncated is not None:
                     truncated.append(str(src))
             bar.total = count  # the header's count may include frames an edit list drops

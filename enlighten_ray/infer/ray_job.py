@@ -44,7 +44,7 @@ from enlighten_ray.infer.plan import (
     skip_recorded,
 )
 from enlighten_ray.infer.progress import progress_bar
-from enlighten_ray.infer.rows import PARTS, BatchOptions, Summary
+from enlighten_ray.infer.rows import PARTS, BatchOptions, Summary, truncation_warning
 from enlighten_ray.infer.settings import FRAME_FORMATS
 from enlighten_ray.infer.stages import (
     FRAME_SCHEMA,
@@ -199,8 +199,7 @@ def _record(ledger: Ledger, summary: Summary, row: dict, kind: str, shown_dst: s
         return
     header = plan["header_frames"] if plan and plan["truncated"] else None
     if header is not None:
-        said = f"{row['frames']} frames decoded of the {header or '?'} in its header"
-        print(f"enlighten-ray: warning: {row['src']}: truncated: {said}", file=sys.stderr)
+        print(truncation_warning(row["src"], row["frames"], header), file=sys.stderr)
         summary.truncated.append(row["src"])
     ledger.done(kind, row["src"], shown_dst, row["frames"], header)
     summary.done += 1

@@ -11,7 +11,7 @@ import pyarrow as pa
 from enlighten_ray.infer.settings import EnhanceSettings
 from enlighten_ray.io.encode import EncoderOptions
 
-__all__ = ["OPEN", "PARTS", "SEGMENT", "BatchOptions", "Summary", "segment_row"]
+__all__ = ["OPEN", "PARTS", "SEGMENT", "BatchOptions", "Summary", "segment_row", "truncation_warning"]
 
 PARTS = "_parts"  # OUTPUT/_parts/<weights id>/<output rel path>/<segment>.<ext>: finished video parts
 OPEN = -(2**62)  # "no bound" for a segment's start/end pts (Arrow int64 columns have no None here)
@@ -103,3 +103,8 @@ class Summary:
         if self.truncated:
             line += f"; {len(self.truncated)} truncated sources enhanced as far as they decode"
         return line + (f"; reused {self.reused_parts} video parts of an earlier run" if self.reused_parts else "")
+
+
+def truncation_warning(src: str, decoded: int, listed: int | None) -> str:
+    """The line for a source cut short, in `enhance` and `batch` alike (`listed`: its header's count)."""
+    return f"enlighten-ray: warning: {src}: truncated: {decoded} frames decoded of the {listed or '?'} in its header"

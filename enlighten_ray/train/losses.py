@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from enlighten_ray.config import LossSettings
-from enlighten_ray.models.generator import LUMA, attention_map
+from enlighten_ray.models.generator import attention_map
+from enlighten_ray.models.prior import LUMA
 
 __all__ = [
     "EnlightenGANLoss",
